@@ -22,6 +22,7 @@ from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
 if TYPE_CHECKING:
     from kiln.compile.spec import BuildSpec
     from kiln.model.source import ModelSource
+    from kiln.model.validate import OpSupport
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -202,13 +203,6 @@ class LoadOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     device_index: int = 0
-
-
-class OpSupport(Protocol):
-    """Which operators a backend can run; used by model validation."""
-
-    def unsupported(self, domain: str, op_type: str, opset: int) -> str | None:
-        """``None`` when the backend runs this op, else a one-line reason naming the fix."""
 
 
 class Instance(Protocol):

@@ -1,0 +1,28 @@
+"""Choosing a backend by name from a closed set. Heavy imports happen only in the chosen branch."""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+from kiln.compile.backends.base import Backend
+from kiln.errors import ConfigError, describe
+
+BackendName: TypeAlias = Literal["onnxruntime", "torch", "tensorrt"]
+BACKEND_NAMES: tuple[BackendName, ...] = ("onnxruntime", "torch", "tensorrt")
+
+
+def create_backend(name: str) -> Backend:
+    """The backend called ``name``. ``ConfigError`` for an unknown name."""
+    if name == "onnxruntime":
+        from kiln.compile.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()  # type: ignore[return-value]
+    if name == "torch":
+        from kiln.compile.backends.torch import TorchBackend  # type: ignore[import-not-found]
+
+        return TorchBackend()  # type: ignore[no-any-return]
+    if name == "tensorrt":
+        from kiln.compile.backends.tensorrt import TensorRTBackend  # type: ignore[import-not-found]
+
+        return TensorRTBackend()  # type: ignore[no-any-return]
+    raise ConfigError(describe("unknown backend", seen=name, fix=f"use one of {', '.join(BACKEND_NAMES)}"))
