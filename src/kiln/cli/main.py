@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kiln import __version__
+from kiln.cli.cache import app as cache_app
 
 app = typer.Typer(
     name="kiln",
@@ -12,6 +13,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.add_typer(cache_app, name="cache")
 
 
 @app.command()
