@@ -1,8 +1,10 @@
-"""Two processes asking for the same key at once: one builds, the other waits and gets that entry."""
+"""Real processes: two asking for one key at once (one builds, the other waits and gets that entry),
+and one dying mid-build (no entry appears; gc removes what it left)."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 from cache_fakes import FakeBackend, make_source, temp_leftovers
 
 from kiln.cache.builder import obtain_engine
+from kiln.cache.gc import collect_garbage
 from kiln.cache.store import EngineStore
 from kiln.compile.spec import BuildSpec
 
@@ -45,3 +48,24 @@ def test_two_processes_build_one_key_exactly_once(tmp_path: Path) -> None:
     [entry] = store.list_entries()
     assert str(store.open(entry).path) == got[0][1]
     assert temp_leftovers(root) == []
+
+
+def _crashing_worker(root: str) -> None:
+    backend = FakeBackend(before_build=lambda: os._exit(3))  # the process dies mid-build
+    obtain_engine(make_source(), BuildSpec(), backend, EngineStore(Path(root)))
+
+
+def test_a_builder_dying_mid_build_leaves_no_entry_and_gc_cleans_up(tmp_path: Path) -> None:
+    root = tmp_path / "engines"
+    proc = multiprocessing.get_context("spawn").Process(target=_crashing_worker, args=(str(root),))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 3
+
+    store = EngineStore(root)
+    assert store.list_entries() == []
+    [leftover] = temp_leftovers(root)
+    assert leftover.startswith("build.")
+    assert collect_garbage(store).temp_removed == (leftover,)
+    assert temp_leftovers(root) == []
+    assert obtain_engine(make_source(), BuildSpec(), FakeBackend(), store).path == "build"
