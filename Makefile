@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROTO_OUT := src/kiln/server/grpc/_generated
 PYTEST_ARGS ?=
+LINT_PATHS := $(wildcard src tests benchmarks examples scripts)
 
 .PHONY: demo test install lint format typecheck unit integration proto tools clean
 
@@ -36,12 +37,12 @@ $(BIN)/perf_analyzer: scripts/install_perf_analyzer.sh | $(STAMP)
 	bash scripts/install_perf_analyzer.sh $(VENV)
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks examples scripts
-	$(BIN)/ruff format --check src tests benchmarks examples scripts
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: install
-	$(BIN)/ruff format src tests benchmarks examples scripts
-	$(BIN)/ruff check --fix src tests benchmarks examples scripts
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 typecheck: install
 	$(BIN)/mypy
