@@ -16,7 +16,7 @@ def create_backend(name: str) -> Backend:
     if name == "onnxruntime":
         from kiln.compile.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend()  # type: ignore[return-value]
+        return OnnxRuntimeBackend()
     if name == "torch":
         from kiln.compile.backends.torch import TorchBackend  # type: ignore[import-not-found]
 
