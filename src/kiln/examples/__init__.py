@@ -48,8 +48,7 @@ class ExampleSpec:
         max_batch_size: the largest batch it is meant to be served with.
         num_calibration / num_validation: sample counts :func:`generate_all` writes.
         samples_per_file: samples per ``.npz`` file by default.
-        labelled: which sample kinds carry ``_label`` by default; can_label: whether the example
-            has a label rule at all (``ctr``: Bernoulli(model probability); ``cnn``: the fp32 top-1).
+        labelled: which sample kinds carry ``_label`` by default (see :attr:`can_label`).
         has_keys: whether samples carry ``_key`` (a stratification key).
     """
 
@@ -65,8 +64,13 @@ class ExampleSpec:
     num_validation: int
     samples_per_file: int
     labelled: tuple[SampleKind, ...]
-    can_label: bool
     has_keys: bool
+
+    @property
+    def can_label(self) -> bool:
+        """Whether samples can carry ``_label`` at all: ``ctr`` (a click drawn as
+        Bernoulli(model probability)) and ``cnn`` (the fp32 model's top-1) can, ``ranker`` not."""
+        return _impl(self.name).labels is not None
 
     def inputs(self, size: Size = "full") -> tuple[TensorSpec, ...]:
         """Input tensors at ``size``; the batch axis is ``-1``."""
@@ -127,7 +131,6 @@ EXAMPLES: Mapping[str, ExampleSpec] = MappingProxyType(
             num_validation=8192,
             samples_per_file=1024,
             labelled=("calibration", "validation"),
-            can_label=True,
             has_keys=True,
         ),
         "cnn": ExampleSpec(
@@ -143,7 +146,6 @@ EXAMPLES: Mapping[str, ExampleSpec] = MappingProxyType(
             num_validation=128,
             samples_per_file=16,
             labelled=(),
-            can_label=True,
             has_keys=False,
         ),
         "ranker": ExampleSpec(
@@ -159,7 +161,6 @@ EXAMPLES: Mapping[str, ExampleSpec] = MappingProxyType(
             num_validation=512,
             samples_per_file=128,
             labelled=(),
-            can_label=False,
             has_keys=True,
         ),
     }

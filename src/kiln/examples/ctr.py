@@ -78,7 +78,7 @@ class _World:
     t_loc: F64  # [segments, num_dense - NUM_LOG_NORMAL]
     t_scale: F64
     cdfs: tuple[F64, ...]  # one Zipf law per table
-    id_of_rank: np.ndarray  # [tables, segments, rows]
+    id_of_rank: data.I64  # [tables, segments, rows]
 
 
 @cache
@@ -114,11 +114,10 @@ def sample_block(size: str, rng: np.random.Generator, count: int) -> dict[str, A
     counts = data.log_normal(
         rng, world.mean_log[key], np.broadcast_to(world.sigma_log, (count, NUM_LOG_NORMAL))
     )
-    num_t = cfg.num_dense - NUM_LOG_NORMAL
     values = world.t_loc[key] + world.t_scale * np.stack(
         [data.student_t(rng, (count,), float(df)) for df in world.t_df], axis=1
     )
-    dense = np.concatenate([counts, values.reshape(count, num_t)], axis=1).astype(np.float32)
+    dense = np.concatenate([counts, values], axis=1).astype(np.float32)
     sparse = np.empty((count, cfg.num_tables), dtype=np.int64)
     for table, cdf in enumerate(world.cdfs):
         ranks = data.zipf_ranks(rng, cdf, (count,))

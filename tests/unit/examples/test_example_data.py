@@ -171,6 +171,11 @@ def test_bad_sample_arguments_are_refused(tmp_path: Path, kwargs: dict[str, obje
 
 
 def test_labels_can_be_asked_for_only_where_the_example_has_them() -> None:
+    assert {n: s.can_label for n, s in examples.EXAMPLES.items()} == {
+        "ctr": True,
+        "cnn": True,
+        "ranker": False,
+    }
     with pytest.raises(ConfigError, match="no labels"):
         examples.make_samples("ranker", 4, size="tiny", labels=True)
     image = examples.make_samples("cnn", 4, size="tiny", labels=True)

@@ -70,6 +70,16 @@ def test_signature_matches_the_spec_with_a_symbolic_batch_axis(
     assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
+def test_spec_profiles_cover_batch_one_to_the_maximum() -> None:
+    spec = examples.EXAMPLES["ctr"]
+    dense, sparse = spec.profiles("full")
+    assert (dense.input, dense.min, dense.opt, dense.max) == ("dense", (1, 13), (64, 13), (256, 13))
+    assert (sparse.min, sparse.max) == ((1, 26), (256, 26))
+    image = examples.EXAMPLES["cnn"].profiles("tiny")[0]
+    assert image.max == (examples.EXAMPLES["cnn"].max_batch_size, 3, 32, 32)
+    assert [s.task for s in examples.EXAMPLES.values()] == ["ctr", "classifier", "ranker"]
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("batch", [1, 5])
 def test_runs_at_several_batch_sizes(name: str, batch: int, tiny: dict[str, onnx.ModelProto]) -> None:
