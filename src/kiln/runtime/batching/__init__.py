@@ -1,0 +1,1 @@
+"""Dynamic batching: the pure policy, bucket padding, and the asyncio batcher."""

@@ -1,0 +1,159 @@
+"""The batching decision: which waiting requests run next, as a pure function of (queue, now).
+
+Requests are grouped by *batch key*: the version they are pinned to and the shapes of their inputs
+past the batch axis, so only requests that can be joined are joined. For each group whose version
+has a free instance the policy decides:
+
+- run now when the group holds ``max_batch_size`` rows, when it can form a batch of exactly one of
+  the preferred sizes, or when its oldest request has waited ``max_queue_delay``;
+- otherwise wake up when that delay ends (or when the earliest deadline passes).
+
+Within a group higher ``priority`` goes first, then arrival order; among ready groups the one whose
+first request ranks highest runs. Expired and cancelled requests are reported so the caller drops
+them before they run. The caller (the batcher) owns the queue, the futures and the threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from kiln.runtime.batching.buckets import bucket_sizes, pick_bucket
+from kiln.runtime.config import BatchingConfig
+
+BatchKey: TypeAlias = tuple[int, Hashable]
+"""(the pinned version's load id, the input shapes past the batch axis)."""
+
+
+class QueuedRequest(Protocol):
+    """What the policy reads of one waiting request."""
+
+    @property
+    def request_id(self) -> int: ...
+    @property
+    def key(self) -> BatchKey: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def arrival_s(self) -> float: ...
+    @property
+    def deadline_s(self) -> float | None: ...
+    @property
+    def cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """The batching knobs in the form the policy uses them."""
+
+    max_batch_size: int
+    max_queue_delay_s: float
+    preferred: tuple[int, ...] = ()
+    pad_sizes: tuple[int, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: BatchingConfig) -> BatchLimits:
+        preferred = config.preferred_batch_sizes
+        pad = bucket_sizes(preferred, config.max_batch_size) if config.pad_to_preferred and preferred else ()
+        return cls(config.max_batch_size, config.max_queue_delay_s, preferred, pad)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """One decision. ``run`` holds the request ids of the batch to start now (may be empty),
+    ``padded_rows`` the rows the engine will see; ``expired``/``cancelled`` are to be dropped;
+    ``wake_at_s`` is when to decide again if nothing else happens (``None``: only on a new event)."""
+
+    run: tuple[int, ...] = ()
+    key: BatchKey | None = None
+    rows: int = 0
+    padded_rows: int = 0
+    expired: tuple[int, ...] = ()
+    cancelled: tuple[int, ...] = ()
+    wake_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    rank: tuple[int, float]
+    key: BatchKey
+    ids: tuple[int, ...]
+    rows: int
+
+
+def plan_batch(
+    queue: Iterable[QueuedRequest], *, now_s: float, limits: BatchLimits, runnable: Container[int]
+) -> BatchPlan:
+    """Decide what to run next. ``queue`` is in arrival order; ``runnable`` holds the load ids of
+    versions with a free instance."""
+    expired: list[int] = []
+    cancelled: list[int] = []
+    groups: dict[BatchKey, list[QueuedRequest]] = {}
+    wake: float | None = None
+    for request in queue:
+        if request.cancelled:
+            cancelled.append(request.request_id)
+            continue
+        deadline = request.deadline_s
+        if deadline is not None:
+            if deadline <= now_s:
+                expired.append(request.request_id)
+                continue
+            wake = deadline if wake is None else min(wake, deadline)
+        groups.setdefault(request.key, []).append(request)
+    best: _Ready | None = None
+    for key, members in groups.items():
+        if key[0] not in runnable:
+            continue
+        ready = _evaluate(key, members, now_s, limits)
+        if isinstance(ready, _Ready):
+            if best is None or ready.rank > best.rank:
+                best = ready
+        else:
+            wake = ready if wake is None else min(wake, ready)
+    if best is None:
+        return BatchPlan(expired=tuple(expired), cancelled=tuple(cancelled), wake_at_s=wake)
+    return BatchPlan(
+        run=best.ids,
+        key=best.key,
+        rows=best.rows,
+        padded_rows=pick_bucket(best.rows, limits.pad_sizes),
+        expired=tuple(expired),
+        cancelled=tuple(cancelled),
+    )
+
+
+def _evaluate(
+    key: BatchKey, members: list[QueuedRequest], now_s: float, limits: BatchLimits
+) -> _Ready | float:
+    """The batch this group would run now, or the time it becomes ready."""
+    first = members[0]
+    if any(m.priority != first.priority for m in members):
+        members = sorted(members, key=lambda m: -m.priority)  # stable: arrival order within a level
+    head = members[0]
+    rank = (head.priority, -head.arrival_s)
+    pending = sum(m.rows for m in members)
+    if pending >= limits.max_batch_size or now_s >= first.arrival_s + limits.max_queue_delay_s:
+        ids, rows = _take(members, limits.max_batch_size)
+        return _Ready(rank, key, ids, rows)
+    for size in reversed(limits.preferred):
+        if size <= pending:
+            ids, rows = _take(members, size)
+            if rows == size:
+                return _Ready(rank, key, ids, rows)
+    return first.arrival_s + limits.max_queue_delay_s
+
+
+def _take(members: Sequence[QueuedRequest], max_rows: int) -> tuple[tuple[int, ...], int]:
+    """Requests in order while they fit in ``max_rows`` (stops at the first that does not)."""
+    ids: list[int] = []
+    rows = 0
+    for member in members:
+        if rows + member.rows > max_rows:
+            break
+        ids.append(member.request_id)
+        rows += member.rows
+    return tuple(ids), rows

@@ -1,0 +1,396 @@
+"""ModelSlot: one served model. Requests in through :meth:`ModelSlot.infer`; versions in, out and
+back through :meth:`load_version`, :meth:`unload` and :meth:`rollback`, which return at once and
+do their work on the model's control thread, never on the request path.
+
+A new version is loaded, warmed up on every batch bucket and checked while the active version keeps
+serving; then one reference swap makes it active. Each request is pinned to the version it was
+admitted on and finishes there. The replaced version drains (bounded by ``drain_timeout_s``) and is
+released, unless the version policy keeps it loaded for an instant rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import TypeVar
+
+from kiln._clock import SYSTEM_CLOCK, Clock
+from kiln.compile.backends.base import Engine
+from kiln.errors import ConfigError, InvalidInput, KilnError, NotReady, describe
+from kiln.runtime.batching.batcher import Batcher, Served
+from kiln.runtime.batching.policy import BatchLimits
+from kiln.runtime.checks import GoldenSet
+from kiln.runtime.config import ModelConfig
+from kiln.runtime.engine import LoadedVersion
+from kiln.runtime.fallback import Health, Route, RoutingChange
+from kiln.runtime.faults import FaultCounts, FaultInjector, FaultSpec
+from kiln.runtime.lifecycle import VersionLifecycle, VersionState, VersionStatus
+from kiln.runtime.loader import EngineSource, VersionHandle, VersionSource, build_version
+from kiln.runtime.results import InferResult, ModelStatus
+from kiln.runtime.stats import Counter, ModelStats, Stats
+from kiln.runtime.versions import VersionTable
+from kiln.types import Tensors
+
+log = logging.getLogger("kiln.runtime")
+T = TypeVar("T")
+
+
+class ModelSlot:
+    """One served model: versions, batcher, fault injection, fallback probing and stats."""
+
+    def __init__(self, name: str, config: ModelConfig | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        if not name:
+            raise ConfigError(describe("a model needs a name", seen=name))
+        self.name = name
+        self.config = config or ModelConfig()
+        self._clock = clock
+        self._table = VersionTable(name, self.config.versions)
+        self._sources: dict[str, VersionSource | None] = {}
+        self._load_ids = itertools.count(1)
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}-control")
+        self._injectors = {Route.PRIMARY: FaultInjector(), Route.FALLBACK: FaultInjector()}
+        self._stats = Stats(name)
+        limits = BatchLimits.from_config(self.config.batching)
+        self.batcher = Batcher(name, limits, max_queue_size=self.config.batching.max_queue_size, clock=clock)
+        self._probe_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        inputs: Tensors,
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        version: str | None = None,
+    ) -> InferResult:
+        """Run one request (batch axis 0) and return its outputs and how it was served.
+
+        ``priority``: higher runs first. ``timeout_s``: the request fails with ``DeadlineExceeded``
+        if it has not started by then (default: the model's ``default_timeout_s``). ``version``:
+        a READY version by name instead of the active one. Raises ``InvalidInput``, ``NotReady``,
+        ``ModelNotFound``, ``Overloaded`` (queue full, at once), ``DeadlineExceeded``,
+        ``EngineFailed`` or ``EngineDead`` (retries and fallback spent).
+        """
+        arrival_s = self._clock.now()
+        try:
+            target = self._table.pin(version)
+        except KilnError as exc:
+            self._stats.record_failure(type(exc).__name__, 0)
+            raise
+        try:
+            served = await self._submit(target, inputs, priority, timeout_s, arrival_s)
+        except asyncio.CancelledError:
+            target.stats.record_failure("Cancelled", self._elapsed_ns(arrival_s))
+            raise
+        except Exception as exc:
+            target.stats.record_failure(type(exc).__name__, self._elapsed_ns(arrival_s))
+            raise
+        finally:
+            self._table.unpin(target)
+        return self._result(target, served, arrival_s)
+
+    async def _submit(
+        self, target: LoadedVersion, inputs: Tensors, priority: int, timeout_s: float | None, arrival_s: float
+    ) -> Served:
+        self._start_background()
+        rows, key = target.prepare(inputs)
+        timeout = self.config.batching.default_timeout_s if timeout_s is None else timeout_s
+        if timeout is not None and not timeout > 0:
+            raise InvalidInput(describe("timeout_s must be > 0", seen=timeout, fix="give seconds, or None"))
+        request_id, future = self.batcher.submit(
+            target,
+            inputs,
+            key=key,
+            rows=rows,
+            priority=priority,
+            arrival_s=arrival_s,
+            deadline_s=None if timeout is None else arrival_s + timeout,
+        )
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.batcher.discard(request_id)
+            raise
+
+    def _result(self, target: LoadedVersion, served: Served, arrival_s: float) -> InferResult:
+        o = served.outcome
+        queue_ns = max(0, int((served.started_s - arrival_s) * 1e9))
+        target.stats.record_success(
+            queue_ns=queue_ns,
+            input_ns=o.input_ns,
+            infer_ns=o.infer_ns,
+            output_ns=o.output_ns,
+            total_ns=self._elapsed_ns(arrival_s),
+        )
+        return InferResult(
+            o.outputs[served.index], self.name, target.version, o.route,
+            queue_ns, o.input_ns, o.infer_ns, o.output_ns, served.padded_rows, o.retries,
+        )  # fmt: skip
+
+    def _elapsed_ns(self, since_s: float) -> int:
+        return max(0, int((self._clock.now() - since_s) * 1e9))
+
+    # -- versions (control thread) ----------------------------------------------------------
+
+    def load_version(
+        self,
+        version: str,
+        engine: EngineSource,
+        *,
+        fallback: EngineSource | None = None,
+        golden: GoldenSet | None = None,
+    ) -> VersionHandle:
+        """Start loading ``version`` in the background; returns at once.
+
+        ``engine`` (and ``fallback``, the engine used while the primary is unhealthy or dead) is a
+        loaded Engine or a factory. The version is warmed up on every batch bucket and checked
+        (outputs vs signature, NaN/Inf, ``golden`` within its tolerance) before one atomic swap
+        makes it active. On any failure it is FAILED with the reason and never serves.
+        """
+        self._check_open()
+        if not version:
+            raise ConfigError(describe("a version needs a name", seen=version))
+        source = VersionSource(version, engine, fallback, golden)
+        load_id, lifecycle = self._new_record(version)
+        future = self._control.submit(self._load_and_activate, source, load_id, lifecycle)
+        return VersionHandle(version, future, lifecycle)
+
+    def rollback(self) -> VersionHandle:
+        """Make the previously active version active again (instantly when still loaded, else
+        loaded again from its factory). ``ModelNotFound`` when there is no earlier version."""
+        self._check_open()
+        target = self._table.rollback_target()
+        future: Future[VersionStatus] = Future()
+        handle = VersionHandle(target, future, None)
+        self._control.submit(_run_into, future, partial(self._rollback, handle))
+        return handle
+
+    def unload(self, version: str | None = None) -> VersionHandle:
+        """Stop admitting to ``version`` (every version when ``None``), drain and release it."""
+        future: Future[VersionStatus] = Future()
+        handle = VersionHandle(version or "", future, None)
+        self._control.submit(_run_into, future, partial(self._unload, version, handle))
+        return handle
+
+    def _new_record(self, version: str) -> tuple[int, VersionLifecycle]:
+        load_id, lifecycle = next(self._load_ids), VersionLifecycle(version, self._clock)
+        self._table.add_record(load_id, lifecycle)
+        return load_id, lifecycle
+
+    def _make(
+        self, load_id: int, lifecycle: VersionLifecycle, engine: Engine, fallback: Engine | None
+    ) -> LoadedVersion:
+        return LoadedVersion(
+            model=self.name, lifecycle=lifecycle, load_id=load_id, engine=engine, fallback=fallback,
+            config=self.config, injectors=self._injectors, clock=self._clock, model_stats=self._stats,
+        )  # fmt: skip
+
+    def _build(
+        self, source: VersionSource, load_id: int, lifecycle: VersionLifecycle
+    ) -> LoadedVersion | None:
+        make = partial(self._make, load_id, lifecycle)
+        loaded = build_version(source, lifecycle, make, check_finite=self.config.versions.check_finite)
+        if loaded is None:
+            self._stats.count(Counter.LOAD_FAILURES)
+        return loaded
+
+    def _load_and_activate(
+        self, source: VersionSource, load_id: int, lifecycle: VersionLifecycle
+    ) -> VersionStatus:
+        loaded = self._build(source, load_id, lifecycle)
+        if loaded is not None:
+            self._sources[source.version] = source if source.reloadable else None
+            self._activate(loaded, push=True)
+        return self._version_status(lifecycle, loaded)
+
+    def _rollback(self, handle: VersionHandle) -> VersionStatus:
+        target = self._table.rollback_target()
+        loaded = self._table.find_ready(target)
+        if loaded is None:
+            source = self._sources.get(target)
+            load_id, lifecycle = self._new_record(target)
+            handle.attach(lifecycle)
+            if source is None:
+                lifecycle.move(VersionState.FAILED, _not_reloadable(target))
+                return self._version_status(lifecycle, None)
+            loaded = self._build(source, load_id, lifecycle)
+            if loaded is None:
+                return self._version_status(lifecycle, None)
+        handle.attach(loaded.lifecycle)
+        self._table.pop_history(target)
+        self._activate(loaded, push=False)
+        self._stats.count(Counter.ROLLBACKS)
+        return self._version_status(loaded.lifecycle, loaded)
+
+    def _unload(self, version: str | None, handle: VersionHandle) -> VersionStatus:
+        doomed = self._table.retire(version)
+        for loaded in doomed:
+            handle.attach(loaded.lifecycle)
+            self._release(loaded)
+        if not doomed:
+            lifecycle = VersionLifecycle(version or "", self._clock)
+            return VersionStatus(
+                lifecycle.version, VersionState.UNLOADED, "nothing to unload", False, lifecycle.since_s
+            )
+        return self._version_status(doomed[-1].lifecycle, None)
+
+    def _activate(self, new: LoadedVersion, *, push: bool) -> None:
+        previous, evicted = self._table.activate(new, push=push)
+        if previous is not None:
+            self._stats.count(Counter.SWAPS)
+        log.info("%s: version %s is active (was %s)", self.name, new.version, previous and previous.version)
+        for old in evicted:
+            self._release(old)
+
+    def _release(self, old: LoadedVersion) -> None:
+        timeout_s = self.config.versions.drain_timeout_s
+        if not self._table.wait_unpinned(old, timeout_s):
+            log.warning(
+                "%s: version %s still busy after %ss; failing its queued requests",
+                self.name,
+                old.version,
+                timeout_s,
+            )
+            error = NotReady(
+                describe(f"version {old.version} of {self.name!r} was released", fix="retry the request")
+            )
+            self.batcher.fail_version_threadsafe(old.load_id, error)
+            self._table.wait_unpinned(old, timeout_s)
+        old.close(timeout_s)
+        old.lifecycle.move(VersionState.UNLOADED)
+        self._table.remove(old)
+        log.info("%s: version %s released", self.name, old.version)
+
+    # -- health, faults, status -------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        active = self._table.active
+        return active is not None and (active.router.health is not Health.DEAD or active.router.has_fallback)
+
+    def is_live(self) -> bool:
+        return all(v.router.health is not Health.DEAD for v in self._table.resident())
+
+    def set_faults(self, spec: FaultSpec | None, *, target: Route | str = Route.PRIMARY) -> None:
+        """Inject faults into every run of this model's primary (or fallback) engine; ``None`` clears."""
+        self._injectors[Route(target)].set(spec)
+
+    def fault_counts(self, target: Route | str = Route.PRIMARY) -> FaultCounts:
+        return self._injectors[Route(target)].counts()
+
+    async def probe(self) -> list[RoutingChange]:
+        """Probe every version whose primary is unhealthy or dead and due for a probe; the
+        routing changes made (traffic back on the primary after a good probe)."""
+        changes: list[RoutingChange] = []
+        for version in self._table.resident():
+            if not version.router.probe_due(self._clock.now()):
+                continue
+            ok, reason = await asyncio.to_thread(version.probe_primary)
+            version.stats.count(Counter.PROBES)
+            change = version.router.probe_result(ok=ok, reason=reason, now_s=self._clock.now())
+            if change is not None:
+                version.note_change(change)
+                changes.append(change)
+        return changes
+
+    def status(self) -> ModelStatus:
+        active = self._table.active
+        resident = {v.load_id: v for v in self._table.resident()}
+        versions = tuple(self._version_status(lc, resident.get(i)) for i, lc in self._table.records())
+        return ModelStatus(
+            name=self.name,
+            ready=self.is_ready(),
+            live=self.is_live(),
+            active_version=None if active is None else active.version,
+            versions=versions,
+            queue_size=self.batcher.queue_size,
+            running_batches=self.batcher.running_batches,
+            memory_bytes=sum(v.memory_bytes() for v in resident.values()),
+            inputs=() if active is None else active.inputs,
+            outputs=() if active is None else active.outputs,
+            max_batch_size=0
+            if active is None
+            else (self.config.batching.max_batch_size if active.batchable else 0),
+        )
+
+    def stats(self) -> ModelStats:
+        resident = sorted(self._table.resident(), key=lambda v: v.load_id)
+        return ModelStats(self._stats.snapshot(), tuple(v.stats.snapshot() for v in resident))
+
+    def _version_status(self, lifecycle: VersionLifecycle, loaded: LoadedVersion | None) -> VersionStatus:
+        if loaded is None or loaded.lifecycle is not lifecycle:
+            return VersionStatus(
+                lifecycle.version, lifecycle.state, lifecycle.reason, False, lifecycle.since_s
+            )
+        router = loaded.router
+        return VersionStatus(
+            version=lifecycle.version,
+            state=lifecycle.state,
+            reason=lifecycle.reason,
+            active=loaded is self._table.active,
+            since_s=lifecycle.since_s,
+            memory_bytes=loaded.memory_bytes(),
+            route=router.route.value,
+            primary_health=router.health.value,
+            has_fallback=router.has_fallback,
+        )
+
+    # -- background and shutdown ------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        if not self.config.fallback.probe_in_background:
+            return
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_forever())
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.fallback.probe_interval_s)
+            try:
+                await self.probe()
+            except Exception:
+                log.exception("%s: probe failed", self.name)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NotReady(describe(f"model {self.name!r} is shut down", fix="create a new slot"))
+
+    async def aclose(self) -> None:
+        """Unload every version (draining its requests), stop the batcher and the probes."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.unload().wait()
+        await self.batcher.aclose(NotReady(f"model {self.name!r} is shut down"))
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        self._control.shutdown(wait=False)
+
+    def close(self) -> None:
+        """Like :meth:`aclose` for code outside the event loop (after it has stopped)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.unload().result()
+        self._control.shutdown(wait=True)
+
+
+def _run_into(future: Future[T], fn: Callable[[], T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn())
+    except BaseException as exc:
+        future.set_exception(exc)
+
+
+def _not_reloadable(version: str) -> str:
+    return (
+        f"version {version} was released and cannot be loaded again: its engine was given as an "
+        "object, not a factory; give load_version a factory, or keep it loaded with max_loaded_versions >= 2"
+    )

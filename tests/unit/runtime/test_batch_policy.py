@@ -1,0 +1,165 @@
+"""The batching decision, driven by hand-built queues and explicit times (no clock, no sleeps)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from kiln.runtime.batching.policy import BatchKey, BatchLimits, BatchPlan, plan_batch
+from kiln.runtime.config import BatchingConfig
+
+SHAPE: Hashable = ((4,),)
+ALL = range(100)
+
+
+@dataclass(frozen=True)
+class Req:
+    request_id: int
+    arrival_s: float = 0.0
+    rows: int = 1
+    priority: int = 0
+    deadline_s: float | None = None
+    cancelled: bool = False
+    key: BatchKey = (1, SHAPE)
+
+
+def limits(
+    max_batch_size: int = 8, delay_s: float = 0.010, preferred: tuple[int, ...] = (), pad: bool = True
+) -> BatchLimits:
+    config = BatchingConfig(
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=round(delay_s * 1e6),
+        preferred_batch_sizes=preferred,
+        pad_to_preferred=pad,
+    )
+    return BatchLimits.from_config(config)
+
+
+def plan(
+    queue: list[Req], now_s: float, lim: BatchLimits | None = None, runnable: range | set[int] = ALL
+) -> BatchPlan:
+    return plan_batch(queue, now_s=now_s, limits=lim or limits(), runnable=runnable)
+
+
+def test_an_empty_queue_waits_for_an_event() -> None:
+    assert plan([], 5.0) == BatchPlan()
+
+
+def test_a_lone_request_waits_for_the_delay_counted_from_its_arrival() -> None:
+    waiting = plan([Req(1, arrival_s=1.000)], now_s=1.004)
+    assert waiting.run == ()
+    assert waiting.wake_at_s == 1.010
+    ready = plan([Req(1, arrival_s=1.000)], now_s=1.010)
+    assert (ready.run, ready.rows, ready.padded_rows) == ((1,), 1, 1)
+
+
+def test_the_delay_counts_from_the_oldest_request_not_the_newest() -> None:
+    queue = [Req(1, arrival_s=1.000), Req(2, arrival_s=1.009)]
+    assert plan(queue, now_s=1.010).run == (1, 2)
+
+
+def test_a_full_batch_runs_at_once_and_leaves_the_rest() -> None:
+    queue = [Req(i, arrival_s=1.0) for i in range(1, 11)]
+    decision = plan(queue, now_s=1.0)
+    assert decision.run == tuple(range(1, 9))
+    assert decision.rows == 8
+
+
+def test_zero_delay_runs_whatever_is_queued() -> None:
+    decision = plan([Req(1, arrival_s=3.0)], now_s=3.0, lim=limits(delay_s=0.0))
+    assert decision.run == (1,)
+
+
+def test_a_preferred_size_reached_exactly_runs_before_the_delay() -> None:
+    lim = limits(max_batch_size=16, preferred=(4, 8))
+    three = [Req(i) for i in range(3)]
+    assert plan(three, now_s=0.001, lim=lim).run == ()
+    five = [Req(i) for i in range(5)]
+    decision = plan(five, now_s=0.001, lim=lim)
+    assert decision.run == (0, 1, 2, 3)
+    assert decision.padded_rows == 4
+
+
+def test_a_preferred_size_that_cannot_be_packed_exactly_waits() -> None:
+    lim = limits(max_batch_size=16, preferred=(4,))
+    queue = [Req(1, rows=3), Req(2, rows=3)]
+    assert plan(queue, now_s=0.001, lim=lim).run == ()
+
+
+def test_a_batch_is_padded_to_the_nearest_bucket() -> None:
+    lim = limits(max_batch_size=8, preferred=(2, 4))
+    decision = plan([Req(1, rows=3)], now_s=1.0, lim=lim)
+    assert (decision.rows, decision.padded_rows) == (3, 4)
+    no_pad = limits(max_batch_size=8, preferred=(2, 4), pad=False)
+    assert plan([Req(1, rows=3)], now_s=1.0, lim=no_pad).padded_rows == 3
+
+
+def test_without_preferred_sizes_nothing_is_padded() -> None:
+    assert plan([Req(1, rows=3)], now_s=1.0).padded_rows == 3
+
+
+def test_requests_with_other_shapes_or_versions_are_not_joined() -> None:
+    queue = [
+        Req(1, key=(1, ((4,),))),
+        Req(2, key=(1, ((5,),))),
+        Req(3, key=(2, ((4,),))),
+        Req(4, key=(1, ((4,),))),
+    ]
+    assert plan(queue, now_s=1.0).run == (1, 4)
+
+
+def test_multi_row_requests_fill_the_batch_in_order_without_skipping() -> None:
+    queue = [Req(1, rows=5), Req(2, rows=4), Req(3, rows=1)]
+    decision = plan(queue, now_s=1.0)
+    assert (decision.run, decision.rows) == ((1,), 5)
+
+
+def test_higher_priority_goes_first_within_a_batch() -> None:
+    queue = [Req(i, arrival_s=0.1 * i) for i in range(8)] + [Req(99, arrival_s=2.0, priority=5)]
+    decision = plan(queue, now_s=2.0)
+    assert decision.run[0] == 99
+    assert 7 not in decision.run
+    assert len(decision.run) == 8
+
+
+def test_the_group_with_the_highest_priority_head_runs_first() -> None:
+    low = Req(1, arrival_s=0.0, key=(1, SHAPE))
+    high = Req(2, arrival_s=0.5, priority=3, key=(2, SHAPE))
+    assert plan([low, high], now_s=1.0).run == (2,)
+
+
+def test_equal_priorities_serve_the_oldest_group_first() -> None:
+    older = Req(1, arrival_s=0.0, key=(1, SHAPE))
+    newer = Req(2, arrival_s=0.5, key=(2, SHAPE))
+    assert plan([newer, older], now_s=1.0).run == (1,)
+
+
+def test_expired_requests_are_dropped_before_they_run() -> None:
+    queue = [Req(1, deadline_s=0.5), Req(2, deadline_s=5.0)]
+    decision = plan(queue, now_s=1.0)
+    assert decision.expired == (1,)
+    assert decision.run == (2,)
+
+
+def test_a_deadline_before_the_delay_ends_wakes_the_loop_early() -> None:
+    decision = plan([Req(1, arrival_s=1.0, deadline_s=1.004)], now_s=1.001)
+    assert decision.wake_at_s == 1.004
+
+
+def test_cancelled_requests_are_dropped() -> None:
+    decision = plan([Req(1, cancelled=True), Req(2)], now_s=1.0)
+    assert decision.cancelled == (1,)
+    assert decision.run == (2,)
+
+
+def test_a_version_without_a_free_instance_waits_but_its_deadlines_still_expire() -> None:
+    queue = [Req(1, deadline_s=0.5, key=(1, SHAPE)), Req(2, deadline_s=9.0, key=(1, SHAPE))]
+    decision = plan(queue, now_s=1.0, runnable=set())
+    assert decision.run == ()
+    assert decision.expired == (1,)
+    assert decision.wake_at_s == 9.0
+
+
+def test_another_version_runs_while_one_is_busy() -> None:
+    queue = [Req(1, key=(1, SHAPE)), Req(2, key=(2, SHAPE))]
+    assert plan(queue, now_s=1.0, runnable={2}).run == (2,)

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import pytest
+
+from kiln.errors import ConfigError
+from kiln.runtime.config import BatchingConfig, FallbackConfig, ModelConfig, RetryConfig, VersionPolicy
+
+
+def test_defaults_are_valid() -> None:
+    config = ModelConfig()
+    assert config.batching.max_queue_delay_s == 0.001
+    assert config.versions.max_loaded_versions == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (lambda: BatchingConfig(max_batch_size=0), ["max_batch_size", "0"]),
+        (lambda: BatchingConfig(max_queue_delay_us=-1), ["max_queue_delay_us", "-1"]),
+        (lambda: BatchingConfig(max_queue_size=0), ["max_queue_size", "0"]),
+        (lambda: BatchingConfig(default_timeout_s=0.0), ["default_timeout_s", "0.0"]),
+        (lambda: BatchingConfig(max_batch_size=8, preferred_batch_sizes=(4, 16)), ["16", "max_batch_size 8"]),
+        (lambda: BatchingConfig(preferred_batch_sizes=(2, 2)), ["repeat", "2"]),
+        (lambda: RetryConfig(max_retries=-1), ["max_retries", "-1"]),
+        (lambda: FallbackConfig(probe_interval_s=0), ["probe_interval_s", "0"]),
+        (lambda: VersionPolicy(max_loaded_versions=0), ["max_loaded_versions", "0"]),
+        (lambda: VersionPolicy(drain_timeout_s=-1), ["drain_timeout_s", "-1"]),
+        (lambda: ModelConfig(num_instances=0), ["num_instances", "0"]),
+        (lambda: ModelConfig(num_fallback_instances=100), ["num_fallback_instances", "100"]),
+    ],
+)
+def test_bad_values_name_the_field_and_the_value(build: object, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        build()  # type: ignore[operator]
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_preferred_sizes_are_sorted() -> None:
+    assert BatchingConfig(preferred_batch_sizes=(8, 2, 4)).preferred_batch_sizes == (2, 4, 8)
