@@ -201,6 +201,7 @@ class LoadedVersion:
                     raise error from exc
                 if decision.action is RetryAction.RETRY:
                     attempt += 1
+                continue
             self.stats.record_batch(sum(row_counts), padded_rows, done.infer_ns)
             if route is Route.FALLBACK:
                 self.stats.count(Counter.FALLBACK_BATCHES)

@@ -6,7 +6,8 @@ Graphs, batch axis first:
 
     add_model(c):      x[N,W] ──Add(c)──► y[N,W]            versions tell apart by c
     nan_model():       x[N,W] ──Add(NaN)──► y[N,W]          a broken retrain
-    fixed_batch_model: x[N,W] ──Reshape([1,W])──► y[N,W]    fails for any batch but 1
+    fixed_batch_model: x[N,W] ──Reshape([1,W])──► y[N,W]    declares a batch axis, fails for any
+                                                            batch but 1 (a broken export)
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from kiln.errors import EngineFailed, InvalidInput
-from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
+from kiln.types import Array, DataType, ShapeProfile, Tensors, TensorSpec
 
 WIDTH = 4
-_DATATYPES = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(double)": "FP64"}
+_DATATYPES: dict[int, DataType] = {
+    TensorProto.FLOAT: "FP32",
+    TensorProto.INT64: "INT64",
+    TensorProto.DOUBLE: "FP64",
+}
 
 
 def _graph(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
@@ -85,8 +90,8 @@ class OrtEngine:
         self.session: ort.InferenceSession | None = ort.InferenceSession(
             self._bytes, options, providers=["CPUExecutionProvider"]
         )
-        self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
-        self.outputs = tuple(_spec(a) for a in self.session.get_outputs())
+        self.inputs = tuple(_spec(v) for v in model.graph.input)
+        self.outputs = tuple(_spec(v) for v in model.graph.output)
         self.profiles: tuple[ShapeProfile, ...] = ()
         self.max_batch_size = max_batch_size
         self.lock = threading.Lock()
@@ -109,9 +114,11 @@ class OrtEngine:
         self.closed = True
 
 
-def _spec(arg: ort.NodeArg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
-    return TensorSpec(arg.name, _DATATYPES[arg.type], shape)  # type: ignore[arg-type]
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    """The signature the model declares (named dims such as ``N`` are variable: -1)."""
+    tensor = value.type.tensor_type
+    shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+    return TensorSpec(value.name, _DATATYPES[tensor.elem_type], shape)
 
 
 def rows(n: int, seed: int = 0) -> dict[str, Array]:
