@@ -101,7 +101,8 @@ def test_a_dead_primary_fails_over_to_the_cpu_fallback_and_back() -> None:
         await runtime.aclose()
 
     asyncio.run(main())
-    assert primary.closed and fallback.closed
+    assert primary.closed
+    assert fallback.closed
 
 
 def test_spent_retries_move_traffic_to_the_fallback_without_losing_liveness() -> None:
