@@ -94,7 +94,6 @@ class VersionLifecycle:
         self.state = VersionState.LOADING
         self.reason: str | None = None
         self.since_s = clock.now()
-        self._changed = threading.Condition(self._lock)
 
     def move(self, target: VersionState, reason: str | None = None) -> None:
         with self._lock:
@@ -102,9 +101,3 @@ class VersionLifecycle:
             self.since_s = self._clock.now()
             if reason is not None:
                 self.reason = reason
-            self._changed.notify_all()
-
-    def wait_for(self, states: frozenset[VersionState], timeout_s: float) -> bool:
-        """Block (a control thread, never the event loop) until the state is one of ``states``."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self.state in states, timeout_s)

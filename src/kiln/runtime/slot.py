@@ -11,15 +11,9 @@ released, unless the version policy keeps it loaded for an instant rollback.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from functools import partial
-from typing import TypeVar
 
 from kiln._clock import SYSTEM_CLOCK, Clock
-from kiln.compile.backends.base import Engine
 from kiln.errors import ConfigError, InvalidInput, KilnError, NotReady, describe
 from kiln.runtime.batching.batcher import Batcher, Served
 from kiln.runtime.batching.policy import BatchLimits
@@ -28,15 +22,14 @@ from kiln.runtime.config import ModelConfig
 from kiln.runtime.engine import LoadedVersion
 from kiln.runtime.fallback import Health, Route, RoutingChange
 from kiln.runtime.faults import FaultCounts, FaultInjector, FaultSpec
-from kiln.runtime.lifecycle import VersionLifecycle, VersionState, VersionStatus
-from kiln.runtime.loader import EngineSource, VersionHandle, VersionSource, build_version
+from kiln.runtime.loader import EngineSource, VersionHandle
 from kiln.runtime.results import InferResult, ModelStatus
 from kiln.runtime.stats import Counter, ModelStats, Stats
-from kiln.runtime.versions import VersionTable
+from kiln.runtime.swap import VersionControl
+from kiln.runtime.versions import VersionTable, version_status
 from kiln.types import Tensors
 
 log = logging.getLogger("kiln.runtime")
-T = TypeVar("T")
 
 
 class ModelSlot:
@@ -49,13 +42,19 @@ class ModelSlot:
         self.config = config or ModelConfig()
         self._clock = clock
         self._table = VersionTable(name, self.config.versions)
-        self._sources: dict[str, VersionSource | None] = {}
-        self._load_ids = itertools.count(1)
-        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kiln-{name}-control")
         self._injectors = {Route.PRIMARY: FaultInjector(), Route.FALLBACK: FaultInjector()}
         self._stats = Stats(name)
         limits = BatchLimits.from_config(self.config.batching)
         self.batcher = Batcher(name, limits, max_queue_size=self.config.batching.max_queue_size, clock=clock)
+        self._control = VersionControl(
+            name,
+            self.config,
+            table=self._table,
+            batcher=self.batcher,
+            injectors=self._injectors,
+            stats=self._stats,
+            clock=clock,
+        )
         self._probe_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -156,116 +155,17 @@ class ModelSlot:
         self._check_open()
         if not version:
             raise ConfigError(describe("a version needs a name", seen=version))
-        source = VersionSource(version, engine, fallback, golden)
-        load_id, lifecycle = self._new_record(version)
-        future = self._control.submit(self._load_and_activate, source, load_id, lifecycle)
-        return VersionHandle(version, future, lifecycle)
+        return self._control.load(version, engine, fallback, golden)
 
     def rollback(self) -> VersionHandle:
         """Make the previously active version active again (instantly when still loaded, else
         loaded again from its factory). ``ModelNotFound`` when there is no earlier version."""
         self._check_open()
-        target = self._table.rollback_target()
-        future: Future[VersionStatus] = Future()
-        handle = VersionHandle(target, future, None)
-        self._control.submit(_run_into, future, partial(self._rollback, handle))
-        return handle
+        return self._control.rollback()
 
     def unload(self, version: str | None = None) -> VersionHandle:
         """Stop admitting to ``version`` (every version when ``None``), drain and release it."""
-        future: Future[VersionStatus] = Future()
-        handle = VersionHandle(version or "", future, None)
-        self._control.submit(_run_into, future, partial(self._unload, version, handle))
-        return handle
-
-    def _new_record(self, version: str) -> tuple[int, VersionLifecycle]:
-        load_id, lifecycle = next(self._load_ids), VersionLifecycle(version, self._clock)
-        self._table.add_record(load_id, lifecycle)
-        return load_id, lifecycle
-
-    def _make(
-        self, load_id: int, lifecycle: VersionLifecycle, engine: Engine, fallback: Engine | None
-    ) -> LoadedVersion:
-        return LoadedVersion(
-            model=self.name, lifecycle=lifecycle, load_id=load_id, engine=engine, fallback=fallback,
-            config=self.config, injectors=self._injectors, clock=self._clock, model_stats=self._stats,
-        )  # fmt: skip
-
-    def _build(
-        self, source: VersionSource, load_id: int, lifecycle: VersionLifecycle
-    ) -> LoadedVersion | None:
-        make = partial(self._make, load_id, lifecycle)
-        loaded = build_version(source, lifecycle, make, check_finite=self.config.versions.check_finite)
-        if loaded is None:
-            self._stats.count(Counter.LOAD_FAILURES)
-        return loaded
-
-    def _load_and_activate(
-        self, source: VersionSource, load_id: int, lifecycle: VersionLifecycle
-    ) -> VersionStatus:
-        loaded = self._build(source, load_id, lifecycle)
-        if loaded is not None:
-            self._sources[source.version] = source if source.reloadable else None
-            self._activate(loaded, push=True)
-        return self._version_status(lifecycle, loaded)
-
-    def _rollback(self, handle: VersionHandle) -> VersionStatus:
-        target = self._table.rollback_target()
-        loaded = self._table.find_ready(target)
-        if loaded is None:
-            source = self._sources.get(target)
-            load_id, lifecycle = self._new_record(target)
-            handle.attach(lifecycle)
-            if source is None:
-                lifecycle.move(VersionState.FAILED, _not_reloadable(target))
-                return self._version_status(lifecycle, None)
-            loaded = self._build(source, load_id, lifecycle)
-            if loaded is None:
-                return self._version_status(lifecycle, None)
-        handle.attach(loaded.lifecycle)
-        self._table.pop_history(target)
-        self._activate(loaded, push=False)
-        self._stats.count(Counter.ROLLBACKS)
-        return self._version_status(loaded.lifecycle, loaded)
-
-    def _unload(self, version: str | None, handle: VersionHandle) -> VersionStatus:
-        doomed = self._table.retire(version)
-        for loaded in doomed:
-            handle.attach(loaded.lifecycle)
-            self._release(loaded)
-        if not doomed:
-            lifecycle = VersionLifecycle(version or "", self._clock)
-            return VersionStatus(
-                lifecycle.version, VersionState.UNLOADED, "nothing to unload", False, lifecycle.since_s
-            )
-        return self._version_status(doomed[-1].lifecycle, None)
-
-    def _activate(self, new: LoadedVersion, *, push: bool) -> None:
-        previous, evicted = self._table.activate(new, push=push)
-        if previous is not None:
-            self._stats.count(Counter.SWAPS)
-        log.info("%s: version %s is active (was %s)", self.name, new.version, previous and previous.version)
-        for old in evicted:
-            self._release(old)
-
-    def _release(self, old: LoadedVersion) -> None:
-        timeout_s = self.config.versions.drain_timeout_s
-        if not self._table.wait_unpinned(old, timeout_s):
-            log.warning(
-                "%s: version %s still busy after %ss; failing its queued requests",
-                self.name,
-                old.version,
-                timeout_s,
-            )
-            error = NotReady(
-                describe(f"version {old.version} of {self.name!r} was released", fix="retry the request")
-            )
-            self.batcher.fail_version_threadsafe(old.load_id, error)
-            self._table.wait_unpinned(old, timeout_s)
-        old.close(timeout_s)
-        old.lifecycle.move(VersionState.UNLOADED)
-        self._table.remove(old)
-        log.info("%s: version %s released", self.name, old.version)
+        return self._control.unload(version)
 
     # -- health, faults, status -------------------------------------------------------------
 
@@ -301,7 +201,7 @@ class ModelSlot:
     def status(self) -> ModelStatus:
         active = self._table.active
         resident = {v.load_id: v for v in self._table.resident()}
-        versions = tuple(self._version_status(lc, resident.get(i)) for i, lc in self._table.records())
+        versions = tuple(version_status(lc, resident.get(i), active) for i, lc in self._table.records())
         return ModelStatus(
             name=self.name,
             ready=self.is_ready(),
@@ -321,24 +221,6 @@ class ModelSlot:
     def stats(self) -> ModelStats:
         resident = sorted(self._table.resident(), key=lambda v: v.load_id)
         return ModelStats(self._stats.snapshot(), tuple(v.stats.snapshot() for v in resident))
-
-    def _version_status(self, lifecycle: VersionLifecycle, loaded: LoadedVersion | None) -> VersionStatus:
-        if loaded is None or loaded.lifecycle is not lifecycle:
-            return VersionStatus(
-                lifecycle.version, lifecycle.state, lifecycle.reason, False, lifecycle.since_s
-            )
-        router = loaded.router
-        return VersionStatus(
-            version=lifecycle.version,
-            state=lifecycle.state,
-            reason=lifecycle.reason,
-            active=loaded is self._table.active,
-            since_s=lifecycle.since_s,
-            memory_bytes=loaded.memory_bytes(),
-            route=router.route.value,
-            primary_health=router.health.value,
-            has_fallback=router.has_fallback,
-        )
 
     # -- background and shutdown ------------------------------------------------------------
 
@@ -378,19 +260,3 @@ class ModelSlot:
         self._closed = True
         self.unload().result()
         self._control.shutdown(wait=True)
-
-
-def _run_into(future: Future[T], fn: Callable[[], T]) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    try:
-        future.set_result(fn())
-    except BaseException as exc:
-        future.set_exception(exc)
-
-
-def _not_reloadable(version: str) -> str:
-    return (
-        f"version {version} was released and cannot be loaded again: its engine was given as an "
-        "object, not a factory; give load_version a factory, or keep it loaded with max_loaded_versions >= 2"
-    )

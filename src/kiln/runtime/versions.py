@@ -13,7 +13,7 @@ import threading
 from kiln.errors import ModelNotFound, NotReady, describe
 from kiln.runtime.config import VersionPolicy
 from kiln.runtime.engine import LoadedVersion
-from kiln.runtime.lifecycle import VersionLifecycle, VersionState
+from kiln.runtime.lifecycle import VersionLifecycle, VersionState, VersionStatus
 
 MAX_RECORDS = 32
 
@@ -117,6 +117,11 @@ class VersionTable:
                 )
             return self._history[-2]
 
+    def history(self) -> list[str]:
+        """Versions made active, oldest first (at most ``rollback_depth``)."""
+        with self._cond:
+            return list(self._history)
+
     def pop_history(self, expected_previous: str) -> bool:
         """Forget the current version for a rollback, if the history still ends as expected."""
         with self._cond:
@@ -155,3 +160,23 @@ class VersionTable:
     def records(self) -> list[tuple[int, VersionLifecycle]]:
         with self._cond:
             return sorted(self._records.items())
+
+
+def version_status(
+    lifecycle: VersionLifecycle, loaded: LoadedVersion | None, active: LoadedVersion | None
+) -> VersionStatus:
+    """The report of one load of a version; ``loaded`` when it is still resident."""
+    if loaded is None or loaded.lifecycle is not lifecycle:
+        return VersionStatus(lifecycle.version, lifecycle.state, lifecycle.reason, False, lifecycle.since_s)
+    router = loaded.router
+    return VersionStatus(
+        version=lifecycle.version,
+        state=lifecycle.state,
+        reason=lifecycle.reason,
+        active=loaded is active,
+        since_s=lifecycle.since_s,
+        memory_bytes=loaded.memory_bytes(),
+        route=router.route.value,
+        primary_health=router.health.value,
+        has_fallback=router.has_fallback,
+    )

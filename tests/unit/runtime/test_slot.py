@@ -271,3 +271,41 @@ def test_an_expired_request_never_reaches_the_engine() -> None:
         await slot.aclose()
 
     asyncio.run(main())
+
+
+def test_a_drain_is_bounded_and_fails_what_is_still_queued_for_the_old_version() -> None:
+    clock = FakeClock()
+    held = ModelConfig(
+        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=50_000_000),
+        fallback=FallbackConfig(probe_in_background=False),
+        versions=VersionPolicy(drain_timeout_s=0.05),
+    )
+    old = FakeEngine(1.0)
+
+    async def main() -> None:
+        slot = ModelSlot("m", held, clock=clock)
+        await slot.load_version("1", old).wait(10)
+        stuck = asyncio.create_task(slot.infer(x_rows(1)))
+        await eventually(lambda: slot.batcher.queue_size == 1)
+        status = await slot.load_version("2", FakeEngine(2.0)).wait(10)
+        assert status.state is VersionState.READY
+        with pytest.raises(NotReady, match="version 1 of 'm' was released"):
+            await stuck
+        assert slot.status().versions[0].state is VersionState.UNLOADED
+        await slot.aclose()
+
+    asyncio.run(main())
+    assert old.closed
+
+
+def test_rollback_history_only_keeps_what_it_can_use() -> None:
+    async def main() -> None:
+        slot = ModelSlot("m", config(rollback_depth=2))
+        for version in ("1", "2", "3", "4"):
+            await slot.load_version(version, lambda: FakeEngine(1.0)).wait(10)
+        assert (await slot.rollback().wait(10)).version == "3"
+        with pytest.raises(ModelNotFound):
+            slot.rollback()
+        await slot.aclose()
+
+    asyncio.run(main())

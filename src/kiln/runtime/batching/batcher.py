@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -164,9 +164,23 @@ class Batcher:
                 pending.future.set_exception(error)
 
     def fail_version_threadsafe(self, load_id: int, error: KilnError) -> None:
+        self._call_threadsafe(self.fail_version, load_id, error)
+
+    def forget_version(self, load_id: int) -> None:
+        """Drop the capacity bookkeeping of a released version. Call on the loop's thread."""
+        if self._capacity.busy.get(load_id, 0) == 0:
+            self._capacity.busy.pop(load_id, None)
+            self._capacity.limit.pop(load_id, None)
+
+    def forget_version_threadsafe(self, load_id: int) -> None:
+        self._call_threadsafe(self.forget_version, load_id)
+
+    def _call_threadsafe(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.fail_version, load_id, error)
+            # RuntimeError: the loop closed in between, so nothing waits on this any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
 
     async def aclose(self, error: KilnError) -> None:
         """Stop the loop, fail everything still queued, let running batches finish."""
