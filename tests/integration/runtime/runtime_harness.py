@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from ort_models import OrtEngine, add_model, rows
+from runtime_engines import CountingEngine, EngineBuilder, add_model, rows
 
 from kiln.runtime import BatchingConfig, FallbackConfig, ModelConfig, RetryConfig, Runtime, VersionPolicy
 
@@ -42,12 +42,13 @@ def config(
 class Engines:
     """Factories of real ORT engines computing ``x + c``; remembers every engine it made."""
 
-    def __init__(self) -> None:
-        self.made: dict[str, list[OrtEngine]] = {}
+    def __init__(self, build: EngineBuilder) -> None:
+        self.build = build
+        self.made: dict[str, list[CountingEngine]] = {}
 
-    def factory(self, version: str, constant: float) -> Callable[[], OrtEngine]:
-        def make() -> OrtEngine:
-            engine = OrtEngine(add_model(constant))
+    def factory(self, version: str, constant: float) -> Callable[[], CountingEngine]:
+        def make() -> CountingEngine:
+            engine = self.build(add_model(constant))
             self.made.setdefault(version, []).append(engine)
             return engine
 

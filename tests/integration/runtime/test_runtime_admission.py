@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from ort_models import OrtEngine, add_model, rows
+from runtime_engines import CountingEngine, EngineBuilder, add_model, rows
 from runtime_harness import config
 
 from kiln._clock import FakeClock
@@ -18,10 +18,12 @@ from kiln.runtime.stats import Counter
 HOLD_US = 60_000_000  # a queue delay the fake clock only passes when told to
 
 
-async def loaded(clock: FakeClock, **overrides: int) -> tuple[Runtime, ModelSlot, OrtEngine]:
+async def loaded(
+    build: EngineBuilder, clock: FakeClock, **overrides: int
+) -> tuple[Runtime, ModelSlot, CountingEngine]:
     runtime = Runtime(clock=clock)
     model = runtime.add_model("ctr", config(**overrides))
-    engine = OrtEngine(add_model(1.0))
+    engine = build(add_model(1.0))
     await runtime.load_version("ctr", "1", engine).wait(30)
     return runtime, model, engine
 
@@ -34,11 +36,11 @@ async def queued(model: ModelSlot, count: int) -> None:
     raise AssertionError(f"queue never reached {count}")
 
 
-def test_a_full_queue_rejects_at_once_and_the_queued_requests_still_run() -> None:
+def test_a_full_queue_rejects_at_once_and_the_queued_requests_still_run(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, engine = await loaded(clock, delay_us=HOLD_US, max_queue_size=4)
+        runtime, model, engine = await loaded(build, clock, delay_us=HOLD_US, max_queue_size=4)
         waiting = [asyncio.create_task(runtime.infer("ctr", rows(1, seed=s))) for s in range(4)]
         await queued(model, 4)
         with pytest.raises(Overloaded, match="max_queue_size 4"):
@@ -55,11 +57,11 @@ def test_a_full_queue_rejects_at_once_and_the_queued_requests_still_run() -> Non
     asyncio.run(main())
 
 
-def test_an_expired_request_gets_deadline_exceeded_and_the_engine_is_not_called() -> None:
+def test_an_expired_request_gets_deadline_exceeded_and_the_engine_is_not_called(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, engine = await loaded(clock, delay_us=HOLD_US)
+        runtime, model, engine = await loaded(build, clock, delay_us=HOLD_US)
         runs = engine.num_runs
         late = asyncio.create_task(runtime.infer("ctr", rows(1), timeout_s=0.5))
         await queued(model, 1)
@@ -74,11 +76,11 @@ def test_an_expired_request_gets_deadline_exceeded_and_the_engine_is_not_called(
     asyncio.run(main())
 
 
-def test_a_cancelled_request_is_dropped_before_the_engine_sees_it() -> None:
+def test_a_cancelled_request_is_dropped_before_the_engine_sees_it(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, _ = await loaded(clock, delay_us=HOLD_US)
+        runtime, model, _ = await loaded(build, clock, delay_us=HOLD_US)
         gone = asyncio.create_task(runtime.infer("ctr", rows(3)))
         kept = asyncio.create_task(runtime.infer("ctr", rows(1)))
         await queued(model, 2)
@@ -94,11 +96,11 @@ def test_a_cancelled_request_is_dropped_before_the_engine_sees_it() -> None:
     asyncio.run(main())
 
 
-def test_padding_to_a_preferred_size_is_sliced_off_the_results() -> None:
+def test_padding_to_a_preferred_size_is_sliced_off_the_results(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, _, _ = await loaded(clock, delay_us=0, preferred=(4,))
+        runtime, _, _ = await loaded(build, clock, delay_us=0, preferred=(4,))
         x = rows(3, seed=9)
         result = await runtime.infer("ctr", x)
         assert result.batch_rows == 4
@@ -109,11 +111,11 @@ def test_padding_to_a_preferred_size_is_sliced_off_the_results() -> None:
     asyncio.run(main())
 
 
-def test_bad_input_is_refused_naming_the_problem_and_never_retried() -> None:
+def test_bad_input_is_refused_naming_the_problem_and_never_retried(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, engine = await loaded(clock, delay_us=0)
+        runtime, model, engine = await loaded(build, clock, delay_us=0)
         runs = engine.num_runs
         with pytest.raises(InvalidInput, match="'x' has shape"):
             await runtime.infer("ctr", {"x": np.zeros((1, 5), np.float32)})
@@ -126,12 +128,12 @@ def test_bad_input_is_refused_naming_the_problem_and_never_retried() -> None:
     asyncio.run(main())
 
 
-def test_requests_can_name_a_kept_version_and_unknown_names_are_refused() -> None:
+def test_requests_can_name_a_kept_version_and_unknown_names_are_refused(build: EngineBuilder) -> None:
     async def main() -> None:
         runtime = Runtime()
         runtime.add_model("ctr", config(keep=2))
-        await runtime.load_version("ctr", "1", lambda: OrtEngine(add_model(1.0))).wait(30)
-        await runtime.load_version("ctr", "2", lambda: OrtEngine(add_model(2.0))).wait(30)
+        await runtime.load_version("ctr", "1", lambda: build(add_model(1.0))).wait(30)
+        await runtime.load_version("ctr", "2", lambda: build(add_model(2.0))).wait(30)
         x = rows(1)
         old = await runtime.infer("ctr", x, version="1")
         new = await runtime.infer("ctr", x)

@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from ort_models import OrtEngine, add_model, rows
+from runtime_engines import EngineBuilder, add_model, rows
 from runtime_harness import Load, config
 
 from kiln._clock import FakeClock
@@ -16,11 +16,11 @@ from kiln.runtime import FaultSpec, Health, Route, Runtime, VersionState
 from kiln.runtime.stats import Counter
 
 
-def test_injected_transient_faults_never_reach_the_caller() -> None:
+def test_injected_transient_faults_never_reach_the_caller(build: EngineBuilder) -> None:
     async def main() -> None:
         runtime = Runtime()
         model = runtime.add_model("ctr", config(max_retries=10))
-        await runtime.load_version("ctr", "1", lambda: OrtEngine(add_model(1.0))).wait(30)
+        await runtime.load_version("ctr", "1", lambda: build(add_model(1.0))).wait(30)
         model.set_faults(FaultSpec(fail_next=3, kill_next=1, fail_fraction=0.15, seed=7))
         async with Load(runtime, "ctr", {"1": 1.0}, num_threads=1) as load:
             await load.until_served("1", count=300)
@@ -38,11 +38,11 @@ def test_injected_transient_faults_never_reach_the_caller() -> None:
     asyncio.run(main())
 
 
-def test_slow_runs_still_answer_correctly() -> None:
+def test_slow_runs_still_answer_correctly(build: EngineBuilder) -> None:
     async def main() -> None:
         runtime = Runtime()
         model = runtime.add_model("ctr", config())
-        await runtime.load_version("ctr", "1", lambda: OrtEngine(add_model(1.0))).wait(30)
+        await runtime.load_version("ctr", "1", lambda: build(add_model(1.0))).wait(30)
         model.set_faults(FaultSpec(delay_ms=5))
         async with Load(runtime, "ctr", {"1": 1.0}, num_threads=1) as load:
             await load.until_served("1", count=20)
@@ -53,10 +53,10 @@ def test_slow_runs_still_answer_correctly() -> None:
     asyncio.run(main())
 
 
-def test_a_dead_primary_fails_over_to_the_cpu_fallback_and_back() -> None:
+def test_a_dead_primary_fails_over_to_the_cpu_fallback_and_back(build: EngineBuilder) -> None:
     clock = FakeClock()
-    primary = OrtEngine(add_model(1.0))
-    fallback = OrtEngine(add_model(1.0))
+    primary = build(add_model(1.0))
+    fallback = build(add_model(1.0))
 
     async def main() -> None:
         runtime = Runtime(clock=clock)
@@ -105,14 +105,14 @@ def test_a_dead_primary_fails_over_to_the_cpu_fallback_and_back() -> None:
     assert fallback.closed
 
 
-def test_spent_retries_move_traffic_to_the_fallback_without_losing_liveness() -> None:
+def test_spent_retries_move_traffic_to_the_fallback_without_losing_liveness(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
         runtime = Runtime(clock=clock)
         model = runtime.add_model("ctr", config(delay_us=0, max_retries=1))
         await runtime.load_version(
-            "ctr", "1", lambda: OrtEngine(add_model(1.0)), fallback=lambda: OrtEngine(add_model(1.0))
+            "ctr", "1", lambda: build(add_model(1.0)), fallback=lambda: build(add_model(1.0))
         ).wait(30)
         model.set_faults(FaultSpec(fail_next=1000))
         result = await runtime.infer("ctr", rows(1))
@@ -128,13 +128,13 @@ def test_spent_retries_move_traffic_to_the_fallback_without_losing_liveness() ->
     asyncio.run(main())
 
 
-def test_a_dead_primary_without_fallback_fails_fast_and_recovers_after_a_probe() -> None:
+def test_a_dead_primary_without_fallback_fails_fast_and_recovers_after_a_probe(build: EngineBuilder) -> None:
     clock = FakeClock()
 
     async def main() -> None:
         runtime = Runtime(clock=clock)
         model = runtime.add_model("ctr", config(delay_us=0))
-        await runtime.load_version("ctr", "1", lambda: OrtEngine(add_model(1.0))).wait(30)
+        await runtime.load_version("ctr", "1", lambda: build(add_model(1.0))).wait(30)
         model.set_faults(FaultSpec(dead_next=1))
         with pytest.raises(EngineDead):
             await runtime.infer("ctr", rows(1))
@@ -152,12 +152,12 @@ def test_a_dead_primary_without_fallback_fails_fast_and_recovers_after_a_probe()
     asyncio.run(main())
 
 
-def test_a_broken_fallback_fails_the_whole_version() -> None:
+def test_a_broken_fallback_fails_the_whole_version(build: EngineBuilder) -> None:
     async def main() -> None:
         runtime = Runtime()
         runtime.add_model("ctr", config())
         status = await runtime.load_version(
-            "ctr", "1", lambda: OrtEngine(add_model(1.0)), fallback=lambda: OrtEngine(add_model(float("inf")))
+            "ctr", "1", lambda: build(add_model(1.0)), fallback=lambda: build(add_model(float("inf")))
         ).wait(30)
         assert status.state is VersionState.FAILED
         assert status.reason is not None

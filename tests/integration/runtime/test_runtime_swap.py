@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from ort_models import OrtEngine, add_model, fixed_batch_model, nan_model, rows
+from runtime_engines import CountingEngine, EngineBuilder, add_model, nan_model, reshape_model, rows
 from runtime_harness import Engines, Load, config
 
 from kiln.runtime import GoldenSet, Runtime, VersionState
@@ -14,8 +14,8 @@ from kiln.runtime.stats import Counter
 CONSTANTS = {"1": 1.0, "2": 2.0, "3": 3.0, "4": 4.0}
 
 
-def test_swaps_under_load_fail_no_request_and_answer_from_the_pinned_version() -> None:
-    engines = Engines()
+def test_swaps_under_load_fail_no_request_and_answer_from_the_pinned_version(build: EngineBuilder) -> None:
+    engines = Engines(build)
 
     async def main() -> None:
         runtime = Runtime()
@@ -52,8 +52,8 @@ def test_swaps_under_load_fail_no_request_and_answer_from_the_pinned_version() -
         assert engine.open_instances == 0
 
 
-def test_broken_versions_never_serve_and_the_active_one_keeps_serving() -> None:
-    def load_error() -> OrtEngine:
+def test_broken_versions_never_serve_and_the_active_one_keeps_serving(build: EngineBuilder) -> None:
+    def load_error() -> CountingEngine:
         raise OSError("engine file is truncated")
 
     golden = GoldenSet(rows(3, 42), {"y": rows(3, 42)["x"] + np.float32(2.0)})
@@ -61,12 +61,12 @@ def test_broken_versions_never_serve_and_the_active_one_keeps_serving() -> None:
     async def main() -> None:
         runtime = Runtime()
         runtime.add_model("ctr", config())
-        await runtime.load_version("ctr", "1", lambda: OrtEngine(add_model(1.0))).wait(30)
+        await runtime.load_version("ctr", "1", lambda: build(add_model(1.0))).wait(30)
         broken = {
-            "nan": (lambda: OrtEngine(nan_model()), None, "NaN or Inf"),
+            "nan": (lambda: build(nan_model()), None, "NaN or Inf"),
             "missing": (load_error, None, "load failed: OSError: engine file is truncated"),
-            "fixed": (lambda: OrtEngine(fixed_batch_model()), None, "warm-up failed"),
-            "drifted": (lambda: OrtEngine(add_model(5.0)), golden, "golden output 'y' differs"),
+            "reshaping": (lambda: build(reshape_model()), None, "warm-up failed"),
+            "drifted": (lambda: build(add_model(5.0)), golden, "golden output 'y' differs"),
         }
         async with Load(runtime, "ctr", {"1": 1.0}, num_threads=1) as load:
             for name, (factory, gold, words) in broken.items():
@@ -81,17 +81,15 @@ def test_broken_versions_never_serve_and_the_active_one_keeps_serving() -> None:
         model = runtime.model("ctr")
         assert model.status().active_version == "1"
         assert model.stats().model.counter(Counter.LOAD_FAILURES) == 4
-        good = await runtime.load_version("ctr", "2", lambda: OrtEngine(add_model(2.0)), golden=golden).wait(
-            30
-        )
+        good = await runtime.load_version("ctr", "2", lambda: build(add_model(2.0)), golden=golden).wait(30)
         assert good.state is VersionState.READY
         await runtime.aclose()
 
     asyncio.run(main())
 
 
-def test_rollback_under_load_returns_to_the_previous_version() -> None:
-    engines = Engines()
+def test_rollback_under_load_returns_to_the_previous_version(build: EngineBuilder) -> None:
+    engines = Engines(build)
 
     async def main() -> None:
         runtime = Runtime()
