@@ -20,7 +20,7 @@ import numpy as np
 
 from kiln._clock import Clock
 from kiln.compile.backends.base import Engine, Instance
-from kiln.errors import EngineDead, EngineFailed, InvalidInput, KilnError, describe
+from kiln.errors import EngineDead, EngineFailed, InvalidInput, KilnError, NotReady, describe
 from kiln.model.signature import check_inputs
 from kiln.runtime.batching.batcher import BatchOutcome
 from kiln.runtime.batching.buckets import assemble, split
@@ -182,7 +182,7 @@ class LoadedVersion:
         while True:
             route = self.router.route
             try:
-                done = await asyncio.wrap_future(self.pools[route].submit(job))
+                done = await asyncio.wrap_future(self._pool(route).submit(job))
             except Exception as exc:
                 decision = decide_retry(
                     classify(exc),
@@ -199,8 +199,7 @@ class LoadedVersion:
                     if error is exc:
                         raise
                     raise error from exc
-                if decision.action is RetryAction.RETRY:
-                    attempt += 1
+                attempt += 1
                 continue
             self.stats.record_batch(sum(row_counts), padded_rows, done.infer_ns)
             if route is Route.FALLBACK:
@@ -208,6 +207,12 @@ class LoadedVersion:
             return BatchOutcome(
                 done.parts, route.value, attempt, done.input_ns, done.infer_ns, done.output_ns
             )
+
+    def _pool(self, route: Route) -> InstancePool:
+        pool = self.pools.get(route)
+        if pool is None:
+            raise NotReady(describe(f"version {self.version} of {self.model!r} was released", fix="retry"))
+        return pool
 
     def _after_failure(self, route: Route, exc: Exception, decision: RetryDecision) -> None:
         fatal = decision.error_class is ErrorClass.FATAL

@@ -67,11 +67,14 @@ def decide_retry(
 
     ``deadline_s`` is the latest deadline among the batch's requests (``None``: no deadline); no
     new run starts after it. ``on_fallback`` says the failed run was already on the fallback.
+    A batch gets at most ``max_retries + 2`` runs in all (its retries plus one fallback move).
     """
     if error_class in (ErrorClass.INVALID_INPUT, ErrorClass.FINAL):
         return RetryDecision(RetryAction.FAIL, error_class, f"{error_class} errors are not retried")
     if deadline_s is not None and now_s >= deadline_s:
         return RetryDecision(RetryAction.FAIL, error_class, "the deadline passed; no new run")
+    if attempt > max_retries:
+        return RetryDecision(RetryAction.FAIL, error_class, f"{attempt + 1} runs failed; the budget is spent")
     can_fall_back = has_fallback and not on_fallback
     if error_class is ErrorClass.FATAL:
         if can_fall_back:

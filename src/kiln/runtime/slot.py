@@ -165,6 +165,7 @@ class ModelSlot:
 
     def unload(self, version: str | None = None) -> VersionHandle:
         """Stop admitting to ``version`` (every version when ``None``), drain and release it."""
+        self._check_open()
         return self._control.unload(version)
 
     # -- health, faults, status -------------------------------------------------------------
@@ -213,9 +214,7 @@ class ModelSlot:
             memory_bytes=sum(v.memory_bytes() for v in resident.values()),
             inputs=() if active is None else active.inputs,
             outputs=() if active is None else active.outputs,
-            max_batch_size=0
-            if active is None
-            else (self.config.batching.max_batch_size if active.batchable else 0),
+            max_batch_size=self.config.batching.max_batch_size if active and active.batchable else 0,
         )
 
     def stats(self) -> ModelStats:
@@ -247,7 +246,7 @@ class ModelSlot:
         if self._closed:
             return
         self._closed = True
-        await self.unload().wait()
+        await self._control.unload(None).wait()
         await self.batcher.aclose(NotReady(f"model {self.name!r} is shut down"))
         if self._probe_task is not None:
             self._probe_task.cancel()
@@ -258,5 +257,5 @@ class ModelSlot:
         if self._closed:
             return
         self._closed = True
-        self.unload().result()
+        self._control.unload(None).result()
         self._control.shutdown(wait=True)

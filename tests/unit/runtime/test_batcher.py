@@ -230,3 +230,23 @@ def test_outputs_are_split_back_in_order() -> None:
         await b.aclose(NotReady("bye"))
 
     asyncio.run(main())
+
+
+def test_a_crashed_loop_fails_its_queue_instead_of_hanging_and_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        clock, runner = FakeClock(), FakeRunner()
+        b = batcher(clock, delay_us=0)
+        b.limits = "not limits"  # type: ignore[assignment]  # makes the policy raise
+        _, doomed = submit(b, runner, clock)
+        with pytest.raises(NotReady, match="batcher of 'm' failed"):
+            await doomed
+        b.limits = BatchLimits.from_config(BatchingConfig(max_batch_size=8, max_queue_delay_us=0))
+        _, fine = submit(b, runner, clock)
+        assert (await fine).index == 0
+        await b.aclose(NotReady("bye"))
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(main())
+    assert any("stopped" in r.message for r in caplog.records)

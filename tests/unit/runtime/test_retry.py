@@ -59,6 +59,12 @@ def test_no_run_starts_after_the_deadline() -> None:
     assert decide(C.FATAL, deadline_s=9.0, has_fallback=True) is A.FAIL
 
 
+def test_no_batch_runs_more_than_its_retries_plus_one_fallback_move() -> None:
+    assert decide(C.FATAL, attempt=2, has_fallback=True) is A.FALLBACK
+    assert decide(C.FATAL, attempt=3, has_fallback=True) is A.FAIL
+    assert decide(C.TRANSIENT, attempt=3, has_fallback=True, max_retries=2) is A.FAIL
+
+
 def test_a_dead_engine_goes_to_the_fallback_or_fails() -> None:
     assert decide(C.FATAL, has_fallback=True) is A.FALLBACK
     assert decide(C.FATAL) is A.FAIL

@@ -198,16 +198,29 @@ class Batcher:
 
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if loop is self._loop and self._runner_task is not None:
-            return loop
-        if self._loop is not None and not self._loop.is_closed() and self._loop is not loop:
-            raise RuntimeError(f"model {self.name!r} is already served on another running event loop")
-        self._queue.clear()  # leftovers of a closed loop can never complete
-        self._tasks.clear()
-        self._capacity = _Capacity()
-        self._loop, self._event = loop, asyncio.Event()
-        self._runner_task = loop.create_task(self._run(), name=f"kiln-batcher-{self.name}")
+        if loop is not self._loop:
+            if self._loop is not None and not self._loop.is_closed():
+                raise RuntimeError(f"model {self.name!r} is already served on another running event loop")
+            self._queue.clear()  # leftovers of a closed loop can never complete
+            self._tasks.clear()
+            self._capacity = _Capacity()
+            self._loop, self._event = loop, asyncio.Event()
+            self._runner_task = None
+        if self._runner_task is None or self._runner_task.done():
+            self._runner_task = loop.create_task(self._run(), name=f"kiln-batcher-{self.name}")
+            self._runner_task.add_done_callback(self._runner_stopped)
         return loop
+
+    def _runner_stopped(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "the batcher of %s stopped; failing its queued requests", self.name, exc_info=task.exception()
+        )
+        for pending in list(self._queue.values()):
+            if not pending.future.done():
+                pending.future.set_exception(NotReady(f"the batcher of {self.name!r} failed; retry"))
+        self._queue.clear()
 
     async def _run(self) -> None:
         assert self._event is not None
