@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-LATENCY_BUCKETS_S: tuple[float, ...] = tuple(10e-6 * 2**k for k in range(23))
-"""Upper bounds of the latency buckets: 10 µs doubling up to about 42 s (plus one overflow bucket)."""
+LATENCY_BUCKETS_S: tuple[float, ...] = tuple(float(f"{10e-6 * 2 ** (k / 2):.3g}") for k in range(45))
+"""Upper bounds of the latency buckets: 10 µs to about 42 s, two per doubling (x√2, rounded to three
+significant digits), plus one overflow bucket. Half-doubling steps keep a percentile read from the
+buckets within one bucket (under 42%, and much less once interpolated) for a 200 µs CTR model and a
+100 ms CNN alike, where plain doubling could not tell 100 ms from 160 ms."""
 
 
 class Counter(StrEnum):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import threading
 
 from kiln.runtime.stats import LATENCY_BUCKETS_S, Counter, Duration, Stats
@@ -25,11 +26,24 @@ def test_histogram_buckets_are_log_spaced_and_quantiles_read_upper_bounds() -> N
         stats.record_success(queue_ns=0, input_ns=0, infer_ns=0, output_ns=0, total_ns=int(seconds * 1e9))
     hist = stats.snapshot().request_latency
     assert LATENCY_BUCKETS_S[0] == 10e-6
-    assert LATENCY_BUCKETS_S[1] / LATENCY_BUCKETS_S[0] == 2
-    assert hist.counts[1] == 3
-    assert hist.quantile(0.5) == LATENCY_BUCKETS_S[1]
+    assert LATENCY_BUCKETS_S[2] / LATENCY_BUCKETS_S[0] == 2
+    assert hist.counts[2] == 3
+    assert hist.quantile(0.5) == LATENCY_BUCKETS_S[2] == 20e-6
     assert 1.0 <= hist.quantile(0.99) <= 2.0
     assert hist.cumulative()[-1] == 4
+
+
+def test_latency_buckets_resolve_sub_millisecond_and_100ms_models() -> None:
+    bounds = LATENCY_BUCKETS_S
+    assert all(a < b for a, b in itertools.pairwise(bounds))
+    assert max(b / a for a, b in itertools.pairwise(bounds)) < 1.43
+    assert bounds[0] <= 50e-6
+    assert bounds[-1] >= 10.0
+    # a 150 ms p99 and a 100 ms p99 fall in different buckets, and so do 200 µs and 300 µs
+    stats = Stats("m")
+    for seconds in (0.100, 0.150, 200e-6, 300e-6):
+        stats.record_success(queue_ns=0, input_ns=0, infer_ns=0, output_ns=0, total_ns=int(seconds * 1e9))
+    assert sum(1 for c in stats.snapshot().request_latency.counts if c) == 4
 
 
 def test_failures_batches_and_counters() -> None:
