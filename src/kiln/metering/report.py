@@ -57,10 +57,11 @@ class Prices:
     per_epu: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("per_device_hour", "per_epu"):
-            value = getattr(self, name)
+        for name, value in (("device-hour", self.per_device_hour), ("EPU", self.per_epu)):
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ConfigError(describe(f"price {name} must be a finite number >= 0", seen=value))
+                raise ConfigError(
+                    describe(f"the price per {name} must be a finite number >= 0", seen=value, fix="e.g. 2.5")
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +73,9 @@ class UsageLine:
     cost_device_hours: float | None
     cost_epu: float | None
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, by: str = "group") -> dict[str, object]:
         return {
-            "group": self.group,
+            by: self.group,
             **self.usage.to_json(),
             "cost_device_hours": self.cost_device_hours,
             "cost_epu": self.cost_epu,
@@ -97,13 +98,13 @@ class UsageReport:
             "until": _iso(self.until_s),
             "price_per_device_hour": self.prices.per_device_hour,
             "price_per_epu": self.prices.per_epu,
-            "rows": [line.to_json() for line in self.lines],
-            "total": self.total.to_json(),
+            "rows": [line.to_json(self.by) for line in self.lines],
+            "total": {k: v for k, v in self.total.to_json().items() if k != "group"},
         }
 
 
 def _iso(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def group_of(key: UsageKey, by: GroupBy) -> str:
