@@ -111,4 +111,4 @@ def _cells(line: UsageLine, prices: Prices) -> list[str]:
 def _money(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:,.2f}" if value >= 100 else f"{value:.4g}"
+    return f"{value:,.2f}" if value >= 1 else f"{value:.4g}"

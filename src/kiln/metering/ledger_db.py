@@ -164,13 +164,14 @@ def select(
 
 
 def read_usage(
-    path: Path, *, since_s: float | None = None, until_s: float | None = None
+    path: Path | str, *, since_s: float | None = None, until_s: float | None = None
 ) -> dict[UsageKey, Usage]:
     """Committed totals per (tenant, model, version) from a ledger file, opened read-only.
 
     Rows are whole buckets: the bucket holding ``since_s`` is included. ``ConfigError`` when the file
     is missing or not a ledger.
     """
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(
             describe("no usage ledger at this path", seen=str(path), fix="pass the server's --ledger")

@@ -149,7 +149,7 @@ def build_report(
 
 
 def usage_report(
-    ledger: Path,
+    ledger: Path | str,
     *,
     by: GroupBy,
     prices: Prices,
