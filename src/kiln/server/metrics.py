@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,7 +29,6 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp
 
 from kiln.metering.meter import MeteringSnapshot
 from kiln.runtime.results import RuntimeStatus
@@ -37,6 +36,9 @@ from kiln.runtime.stats import ModelStats
 from kiln.server.metrics_events import BuildMetrics
 from kiln.server.metrics_gpu import GpuCollector
 from kiln.server.metrics_runtime import runtime_families
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("kiln.server.metrics")
 
@@ -191,7 +193,7 @@ class _ErrorsCollector:
 
 def create_metrics_app(metrics: ServerMetrics) -> ASGIApp:
     """An ASGI app serving ``metrics`` (mount it at ``/metrics``; gzip when the client asks)."""
-    return cast(ASGIApp, make_asgi_app(metrics.registry))
+    return cast("ASGIApp", make_asgi_app(metrics.registry))
 
 
 def metrics_text(metrics: ServerMetrics) -> str:
