@@ -48,15 +48,17 @@ def check_event(event: UsageEvent) -> None:
         value = getattr(event, name)
         if not isinstance(value, str) or not value:
             raise InvalidUsage(describe(f"usage event without a {name}", seen=value, fix=f"give the {name}"))
+    if not (_is_number(event.timestamp_s) and _is_number(event.device_seconds)):
+        raise InvalidUsage(describe("usage event times must be numbers", seen=event, fix="pass floats"))
     if not math.isfinite(event.timestamp_s) or event.timestamp_s < 0:
         raise InvalidUsage(
             describe(
                 "usage event timestamp is not a Unix time", seen=event.timestamp_s, fix="use time.time()"
             )
         )
-    if event.items < 0:
+    if isinstance(event.items, bool) or not isinstance(event.items, int) or event.items < 0:
         raise InvalidUsage(
-            describe("usage event with negative items", seen=event.items, fix="count rows >= 0")
+            describe("usage event items must be a whole number >= 0", seen=event.items, fix="count rows >= 0")
         )
     if not math.isfinite(event.device_seconds) or event.device_seconds < 0:
         raise InvalidUsage(
@@ -68,13 +70,12 @@ def check_event(event: UsageEvent) -> None:
         )
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def is_valid_factor(factor: object) -> bool:
-    return (
-        isinstance(factor, int | float)
-        and not isinstance(factor, bool)
-        and math.isfinite(factor)
-        and factor > 0
-    )
+    return isinstance(factor, int | float) and _is_number(factor) and math.isfinite(factor) and factor > 0
 
 
 def charge(event: UsageEvent, factor: float) -> UsageRecord:

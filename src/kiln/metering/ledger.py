@@ -166,7 +166,10 @@ class UsageLedger:
 
     def _run(self) -> None:
         while not self._stop.wait(max(0.0, self._next_due_s - self._clock.now())):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # the writer must outlive any one bad commit
+                log.exception("usage ledger %s: writer tick failed", self.path)
 
     def _commit(self) -> int:
         with self._write_lock:

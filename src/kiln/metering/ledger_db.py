@@ -61,16 +61,29 @@ def _not_a_ledger(path: Path, seen: object) -> ConfigError:
     )
 
 
+def _cannot_open(path: Path, error: Exception) -> ConfigError:
+    return ConfigError(
+        describe(
+            f"cannot open the usage ledger {path}",
+            seen=f"{type(error).__name__}: {error}",
+            fix="check that its folder is writable, the disk not full, and no other program locks it",
+        )
+    )
+
+
 def open_for_writing(path: Path, bucket_s: int | None) -> tuple[sqlite3.Connection, int]:
     """Open (creating it and its folder when missing) a ledger; returns the connection and its bucket.
 
     ``bucket_s`` None keeps the stored bucket (or the default for a new file); a value different from
     the stored one is a ``ConfigError``. The schema is created in one transaction.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+    except (OSError, sqlite3.Error) as error:
+        raise _cannot_open(path, error) from None
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -79,6 +92,9 @@ def open_for_writing(path: Path, bucket_s: int | None) -> tuple[sqlite3.Connecti
             )
         conn.execute("PRAGMA synchronous=NORMAL")
         stored = _prepare(conn, path, bucket_s)
+    except sqlite3.OperationalError as error:
+        conn.close()
+        raise _cannot_open(path, error) from None
     except sqlite3.DatabaseError as error:
         conn.close()
         raise _not_a_ledger(path, str(error)) from None

@@ -164,6 +164,13 @@ def test_other_files_are_not_ledgers(tmp_path: Path) -> None:
         read_usage(tmp_path / "missing.db")
 
 
+def test_a_ledger_that_cannot_be_opened_names_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"cannot open the usage ledger .*a-file/u.db.*writable"):
+        manual(blocker / "u.db", FakeClock())
+
+
 @pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
 def test_bad_flush_interval_is_refused(tmp_path: Path, interval: float) -> None:
     with pytest.raises(ConfigError, match="flush_interval_s"):
