@@ -80,7 +80,8 @@ class UsageLedger:
         self._clock = clock
         self._queue: deque[UsageRecord] = deque()
         self._append_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # the connection and the pending totals
+        self._stats_lock = threading.Lock()  # the counts below
         self._pending: dict[BucketKey, Usage] = {}
         self._pending_events = 0
         self._committed_events = 0
@@ -133,7 +134,8 @@ class UsageLedger:
             return ledger_db.select(self._conn, self.bucket_s, since_s, until_s)
 
     def stats(self) -> LedgerStats:
-        with self._write_lock:
+        """Counts for ``/metrics``; never waits for a commit in progress."""
+        with self._stats_lock:
             return LedgerStats(
                 pending_events=self._pending_events + len(self._queue),
                 committed_events=self._committed_events,
@@ -173,17 +175,19 @@ class UsageLedger:
 
     def _commit(self) -> int:
         with self._write_lock:
-            batch: list[UsageRecord] = []
-            while self._queue:
-                batch.append(self._queue.popleft())
+            with self._stats_lock:
+                batch: list[UsageRecord] = []
+                while self._queue:
+                    batch.append(self._queue.popleft())
+                self._pending_events += len(batch)
             aggregate(batch, self.bucket_s, into=self._pending)
-            self._pending_events += len(batch)
             if not self._pending:
                 return 0
             try:
                 ledger_db.write(self._conn, self._pending)
             except sqlite3.Error as error:
-                self._write_errors += 1
+                with self._stats_lock:
+                    self._write_errors += 1
                 raise LedgerError(
                     describe(
                         f"usage ledger {self.path}: commit of {self._pending_events} record(s) failed",
@@ -191,9 +195,10 @@ class UsageLedger:
                         fix="check the disk and the file's permissions; kiln retries every flush interval",
                     )
                 ) from error
-            committed = self._pending_events
             self._pending = {}
-            self._pending_events = 0
-            self._committed_events += committed
-            self._commits += 1
+            with self._stats_lock:
+                committed = self._pending_events
+                self._pending_events = 0
+                self._committed_events += committed
+                self._commits += 1
             return committed
