@@ -6,6 +6,7 @@ import typer
 
 from kiln import __version__
 from kiln.cli.cache import app as cache_app
+from kiln.cli.serve import serve_command
 from kiln.cli.usage import usage_command
 
 app = typer.Typer(
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 
 app.add_typer(cache_app, name="cache")
+app.command("serve")(serve_command)
 app.command("usage")(usage_command)
 
 

@@ -1,0 +1,289 @@
+"""Starting and stopping kiln's server: KServe v2 over HTTP (uvicorn: uvloop + httptools) and gRPC
+(``grpc.aio``), on one event loop, in front of one :class:`~kiln.runtime.Runtime`.
+
+* :func:`start_server` starts both front ends on the running loop and returns a
+  :class:`RunningServer` (its real ports, even when asked for port 0).
+* :func:`serve` runs until SIGTERM or SIGINT, then shuts down gracefully: new inference is refused
+  (503 / UNAVAILABLE) and readiness turns false, in-flight requests finish (up to
+  ``drain_timeout_s``), then gRPC and HTTP close.
+* :class:`BackgroundServer` runs a server on a thread of its own (tests, notebooks, examples).
+* :func:`create_repository` is the one place the model repository is plugged in (``kiln serve REPO``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from grpc import aio
+from starlette.types import ASGIApp
+
+from kiln.errors import ConfigError, describe
+from kiln.metering.usage import Meter
+from kiln.repository.control import ModelControl
+from kiln.runtime import Runtime
+from kiln.server.auth import Authenticator, create_authenticator
+from kiln.server.config import ServerConfig
+from kiln.server.core import ServerCore, Unsupported
+from kiln.server.http.app import create_app
+from kiln.server.listeners import STARTUP_TIMEOUT_S, QuietUvicorn, client_host, start_grpc, start_http
+
+log = logging.getLogger("kiln.server")
+T = TypeVar("T")
+GRPC_CLOSE_GRACE_S = 5.0
+
+
+def default_metrics_app() -> ASGIApp:
+    """Prometheus' exposition of the process's default registry (where kiln's metrics register)."""
+    from prometheus_client import make_asgi_app  # noqa: PLC0415 (only when no metrics app is given)
+
+    app: ASGIApp = make_asgi_app()
+    return app
+
+
+@dataclass
+class RunningServer:
+    """A started server. ``shutdown()`` drains and closes it."""
+
+    core: ServerCore
+    host: str
+    http_port: int
+    grpc_port: int | None
+    _http: QuietUvicorn
+    _http_task: asyncio.Task[None]
+    _grpc: aio.Server | None
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP server, as tritonclient.http takes it."""
+        return f"{client_host(self.host)}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        return None if self.grpc_port is None else f"{client_host(self.host)}:{self.grpc_port}"
+
+    async def shutdown(self, drain_timeout_s: float | None = None) -> bool:
+        """Refuse new inference, wait for in-flight requests, close gRPC and HTTP.
+        True when every in-flight request finished before the timeout."""
+        self.core.begin_drain()
+        timeout = self.core.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        drained = await self.core.wait_drained(timeout)
+        if not drained:
+            log.warning("shutting down with %d request(s) still in flight", self.core.in_flight)
+        if self._grpc is not None:
+            await self._grpc.stop(GRPC_CLOSE_GRACE_S)
+        self._http.should_exit = True
+        await self._http_task
+        return drained
+
+
+async def start_server(
+    runtime: Runtime,
+    control: ModelControl | None = None,
+    config: ServerConfig | None = None,
+    *,
+    meter: Meter | None = None,
+    metrics_app: ASGIApp | None = None,
+    auth: Authenticator | None = None,
+) -> RunningServer:
+    """Start HTTP and gRPC on the running loop, in front of ``runtime``.
+
+    ``control`` backs the repository endpoints and readiness; ``meter`` gets one ``UsageEvent``
+    per served request; ``metrics_app`` answers ``/metrics`` (default: Prometheus' default
+    registry); ``auth`` defaults to the keys file and admin token of ``config``.
+    """
+    config = config or ServerConfig()
+    auth = auth or create_authenticator(config.api_keys_file, config.admin_token)
+    core = ServerCore(runtime, control, config=config, meter=meter)
+    app = create_app(
+        core, auth, metrics_app=metrics_app if metrics_app is not None else default_metrics_app()
+    )
+    grpc_server, grpc_port = await start_grpc(core, auth, config)
+    try:
+        http, task, http_port = await start_http(app, config)
+    except BaseException:
+        if grpc_server is not None:
+            await grpc_server.stop(None)
+        raise
+    core.mark_started()
+    log.info("kiln serving HTTP on %s:%d, gRPC on %s", config.host, http_port, grpc_port)
+    return RunningServer(core, config.host, http_port, grpc_port, http, task, grpc_server)
+
+
+async def serve(
+    runtime: Runtime,
+    control: ModelControl | None = None,
+    config: ServerConfig | None = None,
+    *,
+    meter: Meter | None = None,
+    metrics_app: ASGIApp | None = None,
+    auth: Authenticator | None = None,
+    on_started: Callable[[RunningServer], None] | None = None,
+) -> bool:
+    """Serve until SIGTERM or SIGINT, then drain and close (see :meth:`RunningServer.shutdown`).
+    Returns whether every in-flight request finished. The runtime is left open for the caller."""
+    running = await start_server(runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if on_started is not None:
+            on_started(running)
+        await stop.wait()
+        log.info("signal received: draining %d in-flight request(s)", running.core.in_flight)
+        return await running.shutdown()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop (what the server is tuned for), else asyncio's."""
+    try:
+        import uvloop  # noqa: PLC0415 (optional speed-up)
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class BackgroundServer:
+    """A server on a thread with its own event loop, for tests, notebooks and examples::
+
+        with BackgroundServer(runtime, config=ServerConfig(http_port=0, grpc_port=0)) as server:
+            client = tritonclient.http.InferenceServerClient(server.http_url)
+
+    Leaving the block drains and closes the server, and the runtime too with ``close_runtime``
+    (its batchers live on the server's loop, which stops with the server). Use :meth:`call`
+    to run coroutines (e.g. ``runtime.load_version(...).wait()``) on the server's loop.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        control: ModelControl | None = None,
+        config: ServerConfig | None = None,
+        *,
+        meter: Meter | None = None,
+        metrics_app: ASGIApp | None = None,
+        auth: Authenticator | None = None,
+        close_runtime: bool = False,
+    ) -> None:
+        self._args = (runtime, control, config)
+        self._runtime = runtime
+        self._close_runtime = close_runtime
+        self._kwargs: dict[str, Any] = {"meter": meter, "metrics_app": metrics_app, "auth": auth}
+        self._loop = new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kiln-server", daemon=True)
+        self._running: RunningServer | None = None
+
+    @property
+    def server(self) -> RunningServer:
+        if self._running is None:
+            raise RuntimeError("the server is not running; use BackgroundServer as a context manager")
+        return self._running
+
+    @property
+    def http_url(self) -> str:
+        return self.server.http_url
+
+    @property
+    def grpc_url(self) -> str | None:
+        return self.server.grpc_url
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run ``coroutine`` on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout_s)
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        try:
+            self._running = self.call(start_server(*self._args, **self._kwargs), STARTUP_TIMEOUT_S)
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    def stop(self, drain_timeout_s: float | None = None) -> bool:
+        """Drain and close the server, then stop its thread. True when fully drained."""
+        drained = True
+        if self._running is not None:
+            drained = self.call(self._running.shutdown(drain_timeout_s))
+            self._running = None
+            if self._close_runtime:
+                self.call(self._runtime.aclose())
+        self._stop_loop()
+        return drained
+
+    def _stop_loop(self) -> None:
+        if self._thread.is_alive():
+            self.call(_cancel_leftovers())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _cancel_leftovers() -> None:
+    """Cancel what still runs on the loop (batchers, probes) and wait for it, as asyncio.run does."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def create_repository(path: Path, runtime: Runtime, **options: object) -> ModelControl:
+    """The model repository at ``path``, driving ``runtime``: ``kiln.repository.create_repository``.
+
+    ``ConfigError`` when ``path`` is not a folder; ``Unsupported`` while kiln is installed without
+    the repository's factory.
+    """
+    if not path.is_dir():
+        raise ConfigError(
+            describe("the model repository is not a folder", seen=str(path), fix="give a folder")
+        )
+    module = importlib.import_module("kiln.repository")
+    factory = getattr(module, "create_repository", None)
+    if factory is None:
+        raise Unsupported(
+            describe(
+                "this kiln has no model repository yet (kiln.repository.create_repository is missing)",
+                seen=str(path),
+                fix="serve models from Python with kiln.server.serve.serve(runtime, control) meanwhile",
+            )
+        )
+    control: ModelControl = factory(path, runtime, **options)
+    return control
+
+
+def serve_repository(path: Path, config: ServerConfig, *, meter: Meter | None = None) -> bool:
+    """``kiln serve REPO``: a runtime, the repository at ``path`` driving it, and :func:`serve`
+    on uvloop until SIGTERM/SIGINT. Returns whether every in-flight request finished."""
+
+    async def main() -> bool:
+        runtime = Runtime()
+        try:
+            control = create_repository(path, runtime)
+            return await serve(runtime, control, config, meter=meter)
+        finally:
+            await runtime.aclose()
+
+    loop = new_event_loop()
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
