@@ -83,6 +83,11 @@ def build_engine(request: BuildRequest) -> BuildReport:
     check_profiles(spec, source.inputs)
     calibration = _calibration(request, source)
     check = _check_samples(request, source, calibration)
+    if calibration is not None and spec.precision == "int8":
+        cal = spec.calibration or CalibrationSpec()
+        calibration = select_samples(
+            calibration, cal.num_samples, stratify=cal.stratify_by is not None, seed=cal.seed
+        )
     if check is None and spec.max_accuracy_drop is not None:
         raise ConfigError(
             describe(
@@ -189,7 +194,7 @@ def _calibration(request: BuildRequest, source: ModelSource) -> SampleSet | None
             )
         )
     _check_within_profiles(samples, request.spec, what="calibration")
-    return select_samples(samples, cal.num_samples, stratify=cal.stratify_by is not None, seed=cal.seed)
+    return samples
 
 
 def _check_samples(

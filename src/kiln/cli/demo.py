@@ -152,16 +152,8 @@ def _label(step: DemoStep) -> str:
 
 def print_rows(rows: list[DemoRow], cache: Path) -> None:
     table = Table(title=f"kiln demo: engines in {cache}", title_justify="left")
-    for column in (
-        "model",
-        "weights",
-        "precision",
-        "path taken",
-        "build s",
-        "engine",
-        "accuracy vs fp32",
-        "drop",
-    ):
+    columns = ("model", "weights", "precision", "path taken", "build s", "size", "accuracy vs fp32", "drop")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         accuracy = row.report.accuracy
