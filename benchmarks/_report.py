@@ -79,6 +79,25 @@ def build_table(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def phase_table(results: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| model | step | wall s | outside the lock s | backend build s | accuracy check + commit s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in results["models"]:
+        b = model["builds"]
+        for step, label in (
+            ("full", "full int8 build"),
+            ("hit", "cache hit"),
+            ("update", "weight-only update"),
+        ):
+            p = b["phases_median_s"][step]
+            cells = [model["name"], label, f"{b['median_s'][step]:.2f}"]
+            cells += [f"{p['outside_lock']:.2f}", f"{p['backend']:.2f}", f"{p['check_and_commit']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def target_lines(results: Mapping[str, Any]) -> list[str]:
     lines = []
     for model in results["models"]:
@@ -133,6 +152,11 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "Build time through the engine cache (medians of the build rounds):",
             "",
             *build_table(results),
+            "",
+            "Where the build time goes (medians; the backend build is the precision pass and ONNX Runtime's "
+            "optimization, the check runs the fp32 reference and the new engine on the validation samples):",
+            "",
+            *phase_table(results),
             "",
             "Targets:",
             "",

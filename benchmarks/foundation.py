@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import render_markdown
 
+from kiln.cache.builder import BuildReport
 from kiln.cache.pipeline import BuildRequest, build_engine
 from kiln.cache.store import EngineStore
 from kiln.cli.demo import prepare_example
@@ -114,10 +115,31 @@ def kiln_engine(name: str, artifact_path: Path) -> Variant:
 # -- builds ---------------------------------------------------------------------------------------
 
 
-def timed_build(request: BuildRequest) -> tuple[float, str, dict[str, object] | None, Path]:
+def timed_build(request: BuildRequest) -> tuple[float, BuildReport]:
     started = time.perf_counter()
     report = build_engine(request)
-    return time.perf_counter() - started, report.path, report.accuracy, report.artifact.path
+    return time.perf_counter() - started, report
+
+
+def phases(wall_s: float, report: BuildReport) -> dict[str, float]:
+    """Where one build's wall time went: outside the key's lock (loading and checking the model
+    and samples), the backend (precision pass, optimization), and checking accuracy."""
+    backend_s = report.artifact.manifest.build_seconds if report.path != "hit" else 0.0
+    return {
+        "outside_lock": wall_s - report.build_seconds - report.wait_seconds,
+        "backend": backend_s,
+        "check_and_commit": report.build_seconds - backend_s,
+    }
+
+
+def warm_up(scratch: Path) -> None:
+    """One tiny int8 build, so that imports and ONNX Runtime's first-session costs are paid before
+    anything is timed (a server or repository process pays them once)."""
+    folder = prepare_example(scratch / "warm-up", "ctr", "tiny")
+    spec = build_spec("ctr", "int8", size="tiny", num_calibration_samples=64)
+    build_engine(
+        BuildRequest(folder / "ctr.onnx", spec, calibration=folder / "calibration", cache=scratch / "c")
+    )
 
 
 def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -> dict[str, object]:
@@ -125,35 +147,32 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
     last round's cache is kept and its engines benchmarked."""
     spec = build_spec(name, "int8", size=settings.size, num_calibration_samples=settings.calibration_samples)
     times: dict[str, list[float]] = {"full": [], "hit": [], "hit_and_load": [], "update": []}
+    breakdown: dict[str, list[dict[str, float]]] = {"full": [], "hit": [], "update": []}
     paths: dict[str, str] = {}
+    model, retrained = folder / f"{name}.onnx", folder / "retrained" / f"{name}.onnx"
     for round_index in range(settings.build_rounds):
         store = EngineStore(scratch / f"cache-{round_index}")
-
-        def request(model: Path, validation: Path, store: EngineStore = store) -> BuildRequest:
-            return BuildRequest(
-                model, spec, calibration=folder / "calibration", validation=validation, cache=store
+        for step, source, validation in (
+            ("full", model, folder / "validation"),
+            ("hit", model, folder / "validation"),
+            ("update", retrained, folder / "retrained" / "validation"),
+        ):
+            request = BuildRequest(
+                source, spec, calibration=folder / "calibration", validation=validation, cache=store
             )
-
-        seconds, paths["full"], accuracy, artifact = timed_build(
-            request(folder / f"{name}.onnx", folder / "validation")
-        )
-        times["full"].append(seconds)
-        seconds, paths["hit"], _, _ = timed_build(request(folder / f"{name}.onnx", folder / "validation"))
-        times["hit"].append(seconds)
-        started = time.perf_counter()
-        kiln_engine("probe", artifact)
-        times["hit_and_load"].append(seconds + time.perf_counter() - started)
-        retrained = folder / "retrained"
-        seconds, paths["update"], _, _ = timed_build(
-            request(retrained / f"{name}.onnx", retrained / "validation")
-        )
-        times["update"].append(seconds)
-    fp32_seconds, _, _, fp32_artifact = timed_build(
+            seconds, report = timed_build(request)
+            times[step].append(seconds)
+            breakdown[step].append(phases(seconds, report))
+            paths[step] = report.path
+            if step == "full":
+                int8_report = report
+            if step == "hit":
+                started = time.perf_counter()
+                kiln_engine("probe", report.artifact.path)
+                times["hit_and_load"].append(seconds + time.perf_counter() - started)
+    fp32_seconds, fp32_report = timed_build(
         BuildRequest(
-            folder / f"{name}.onnx",
-            build_spec(name, "fp32", size=settings.size),
-            validation=folder / "validation",
-            cache=store,
+            model, build_spec(name, "fp32", size=settings.size), validation=folder / "validation", cache=store
         )
     )
     medians = {k: statistics.median(v) for k, v in times.items()}
@@ -161,14 +180,18 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
         "spec": spec.to_json(),
         "seconds": times,
         "median_s": medians,
+        "phases_median_s": {
+            step: {key: statistics.median(p[key] for p in rows) for key in rows[0]}
+            for step, rows in breakdown.items()
+        },
         "paths": paths,
         "hit_ratio": medians["hit"] / medians["full"],
         "hit_and_load_ratio": medians["hit_and_load"] / medians["full"],
         "update_ratio": medians["update"] / medians["full"],
         "fp32_build_s": fp32_seconds,
-        "int8_artifact": str(artifact),
-        "fp32_artifact": str(fp32_artifact),
-        "int8_build_accuracy": accuracy,
+        "int8_artifact": str(int8_report.artifact.path),
+        "fp32_artifact": str(fp32_report.artifact.path),
+        "int8_build_accuracy": int8_report.accuracy,
     }
 
 
@@ -339,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             settings.evaluation_scale,
         )
     results = {"machine": machine(), "settings": settings.__dict__, "models": []}
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-warm-up-") as scratch:
+        warm_up(Path(scratch))
     for name in args.only or list(EXAMPLES):
         print(f"benchmarking {name} ({settings.size}) ...", file=sys.stderr, flush=True)
         results["models"].append(benchmark_model(name, args.work / settings.size, settings))  # type: ignore[union-attr]

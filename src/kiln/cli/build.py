@@ -82,6 +82,11 @@ class BuildOptions(BaseModel):
     keep_fp32_op_type: tuple[str, ...] = Field(
         (), description="Op type left in fp32 (e.g. Gather); repeatable."
     )
+    float_output_op_type: tuple[str, ...] = Field(
+        (),
+        description="int8 op type whose results go on as floats, not requantized (e.g. MatMul: "
+        "integer product, float result, bias fused); repeatable.",
+    )
     per_channel: bool = Field(False, description="Quantize int8 weights per output channel.")
     max_batch_size: int = Field(32, ge=1, le=1 << 20, description="Largest batch the engine serves.")
     validation: Path | None = Field(
@@ -132,6 +137,7 @@ class BuildOptions(BaseModel):
             per_channel=self.per_channel,
             keep_fp32_nodes=self.keep_fp32,
             keep_fp32_op_types=self.keep_fp32_op_type,
+            float_output_op_types=self.float_output_op_type,
             profiles=tuple(parse_profile(p) for p in self.profile),
             max_batch_size=self.max_batch_size,
             backend=self.backend,
@@ -176,6 +182,9 @@ def build_command(
     keep_fp32_op_type: Annotated[
         list[str] | None, typer.Option(help=_help("keep_fp32_op_type"), show_default=False)
     ] = None,
+    float_output_op_type: Annotated[
+        list[str] | None, typer.Option(help=_help("float_output_op_type"), show_default=False)
+    ] = None,
     per_channel: Annotated[bool, typer.Option("--per-channel", help=_help("per_channel"))] = False,
     max_batch_size: Annotated[int, typer.Option(help=_help("max_batch_size"))] = 32,
     validation: Annotated[Path | None, typer.Option(help=_help("validation"), show_default=False)] = None,
@@ -194,7 +203,7 @@ def build_command(
     given = dict(locals())
     given.pop("as_json")
     given["profile"] = tuple(given["profile"] or ())
-    for name in ("keep_fp32", "keep_fp32_op_type"):
+    for name in ("keep_fp32", "keep_fp32_op_type", "float_output_op_type"):
         given[name] = _many(given[name])
     options = run_guarded(lambda: BuildOptions(**given), as_json=as_json)
     with progress_bar(enabled=not as_json) as progress:

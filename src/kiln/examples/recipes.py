@@ -22,6 +22,7 @@ class Int8Recipe:
         method: calibration method.
         per_channel: int8 weights per output channel.
         keep_fp32_nodes / keep_fp32_op_types: what stays in fp32.
+        float_output_op_types: quantized op types whose results go on as floats.
         max_accuracy_drop: the bound the demo builds under (the example's own bar, in its task's
             drop: 1 - top-1 agreement, AUC loss, 1 - Spearman).
         why: one line on what was measured.
@@ -33,6 +34,7 @@ class Int8Recipe:
     keep_fp32_op_types: tuple[str, ...]
     max_accuracy_drop: float
     why: str
+    float_output_op_types: tuple[str, ...] = ()
 
 
 INT8_RECIPES: dict[str, Int8Recipe] = {
@@ -62,7 +64,6 @@ INT8_RECIPES: dict[str, Int8Recipe] = {
         keep_fp32_op_types=(
             "Add",
             "Gather",
-            "Gemm",
             "LayerNormalization",
             "Mul",
             "Reshape",
@@ -70,9 +71,11 @@ INT8_RECIPES: dict[str, Int8Recipe] = {
             "Transpose",
             "Unsqueeze",
         ),
+        float_output_op_types=("MatMul", "Gemm"),
         max_accuracy_drop=0.02,
-        why="quantizing only the MatMuls keeps Spearman at 0.99; quantizing the embeddings, "
-        "LayerNorms, Softmax and residual Adds too drops it to 0.76",
+        why="quantizing only the matrix products keeps Spearman at 0.995; quantizing the "
+        "embeddings, LayerNorms, Softmax and residual Adds too drops it to 0.76. Their results go "
+        "on as floats: ONNX Runtime fuses the bias add and skips a requantization, 10-25 % faster",
     ),
 }
 
@@ -105,4 +108,5 @@ def build_spec(
         per_channel=recipe.per_channel,
         keep_fp32_nodes=recipe.keep_fp32_nodes,
         keep_fp32_op_types=recipe.keep_fp32_op_types,
+        float_output_op_types=recipe.float_output_op_types,
     )

@@ -45,6 +45,7 @@ def test_options_become_the_build_spec() -> None:
         profile=("x:1x3,4x3,8x3",),
         keep_fp32=("head",),
         keep_fp32_op_type=("Gather",),
+        float_output_op_type=("MatMul",),
         per_channel=True,
         max_batch_size=8,
         task="ranker",
@@ -55,6 +56,7 @@ def test_options_become_the_build_spec() -> None:
     assert spec.per_channel
     assert spec.profiles == (ShapeProfile("x", (1, 3), (4, 3), (8, 3)),)
     assert (spec.keep_fp32_nodes, spec.keep_fp32_op_types) == (("head",), ("Gather",))
+    assert spec.float_output_op_types == ("MatMul",)
     assert (spec.task, spec.max_accuracy_drop, spec.max_batch_size) == ("ranker", 0.01, 8)
     assert BuildOptions(model=Path("m.onnx")).spec().calibration is None  # fp32 has no calibration
 
