@@ -131,7 +131,7 @@ def _not_from_onnxruntime_root(record: logging.LogRecord) -> bool:
 
 
 def configure_logging(*, verbose: bool = False) -> None:
-    """kiln's warnings (and with ``verbose`` its debug log) on stderr, once per process."""
+    """kiln's warnings (and with ``verbose`` its debug log) on stderr; the handler is added once."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
     if handler is None:
@@ -139,5 +139,6 @@ def configure_logging(*, verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler.addFilter(_not_from_onnxruntime_root)
         root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    logging.getLogger("kiln").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    handler.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        logging.getLogger("kiln").setLevel(logging.DEBUG)
