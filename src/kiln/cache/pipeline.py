@@ -81,13 +81,8 @@ def build_engine(request: BuildRequest) -> BuildReport:
     backend = _backend(spec.backend)
     source = load_model(request.model, limits=_limits(backend), op_support=backend.op_support())
     check_profiles(spec, source.inputs)
-    calibration = _calibration(request, source)
-    check = _check_samples(request, source, calibration)
-    if calibration is not None and spec.precision == "int8":
-        cal = spec.calibration or CalibrationSpec()
-        calibration = select_samples(
-            calibration, cal.num_samples, stratify=cal.stratify_by is not None, seed=cal.seed
-        )
+    samples = _calibration(request, source)
+    check = _check_samples(request, source, samples)
     if check is None and spec.max_accuracy_drop is not None:
         raise ConfigError(
             describe(
@@ -105,15 +100,32 @@ def build_engine(request: BuildRequest) -> BuildReport:
         spec,
         backend,
         store,
-        calibration=calibration,
+        calibration=_drawn_for_calibration(samples, spec),
         verify=verify,
         progress=request.progress,
         lock_timeout_s=request.lock_timeout_s,
     )
 
 
+def _drawn_for_calibration(samples: SampleSet | None, spec: BuildSpec) -> SampleSet | None:
+    """The calibration samples int8 uses: ``num_samples`` of them, stratified when asked."""
+    if samples is None or spec.precision != "int8":
+        return None
+    cal = spec.calibration or CalibrationSpec()
+    return select_samples(samples, cal.num_samples, stratify=cal.stratify_by is not None, seed=cal.seed)
+
+
 def _backend(name: str) -> Backend:
-    backend = create_backend(name)
+    try:
+        backend = create_backend(name)
+    except ImportError as exc:
+        raise ConfigError(
+            describe(
+                f"backend {name!r} is not part of this kiln installation",
+                seen=str(exc),
+                fix="use --backend onnxruntime",
+            )
+        ) from None
     reason = backend.available()
     if reason is not None:
         raise ConfigError(

@@ -390,3 +390,9 @@ def test_a_corrupted_entry_is_rebuilt_never_served(
     assert "corrupt" in outcome.stderr or "missing" in outcome.stderr  # the warning says why
     assert engine.read_bytes() == good
     assert len(EngineStore(cache_dir).list_entries()) == 1
+
+
+def test_a_backend_this_installation_lacks(examples: dict[str, Example], cache_dir: Path) -> None:
+    text = refused(["build", str(examples["ctr"].model), "--backend", "tensorrt"], cache_dir)
+    assert "backend 'tensorrt'" in text
+    assert "--backend onnxruntime" in text
