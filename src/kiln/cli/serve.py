@@ -1,19 +1,34 @@
 """``kiln serve REPO``: serve a model repository over KServe v2 HTTP (with ``/metrics``) and gRPC.
 
-Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT) that finished every request in flight,
-1 on an internal error or when requests were cut off, 2 on bad input (options, keys file, folder).
+New versions dropped into the repository are picked up, built through the engine cache and
+hot-swapped (see ``docs/repository.md``). Exit codes: 0 after a graceful shutdown (SIGTERM/SIGINT)
+that finished every request in flight, 1 on an internal error or when requests were cut off, 2 on
+bad input (options, keys file, folder, ledger).
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from kiln.errors import ConfigError, KilnError
 from kiln.server.config import ServerConfig, server_config
+
+if TYPE_CHECKING:
+    from kiln.server.serve import RunningServer
+
+_FIELD_HELP = {
+    "poll_interval_s": "Seconds between scans of the repository; 0 = no polling (load at start "
+    "and on explicit load calls only).",
+    "settle_s": "Seconds a version folder must stay unchanged before it is complete (when it has "
+    "no READY file).",
+    "build_in": "Where engines are built: process (a spawned worker at a lower CPU priority) or thread.",
+}
 
 
 def _help(field: str) -> str:
@@ -38,10 +53,19 @@ def serve_command(
     max_request_bytes: Annotated[int, typer.Option(help=_help("max_request_bytes"))] = 64 << 20,
     grpc_max_message_bytes: Annotated[int, typer.Option(help=_help("grpc_max_message_bytes"))] = 64 << 20,
     drain_timeout_s: Annotated[float, typer.Option(help=_help("drain_timeout_s"))] = 30.0,
+    poll_interval_s: Annotated[float, typer.Option(help=_FIELD_HELP["poll_interval_s"])] = 1.0,
+    settle_s: Annotated[float, typer.Option(help=_FIELD_HELP["settle_s"])] = 1.0,
+    build_in: Annotated[Literal["process", "thread"], typer.Option(help=_FIELD_HELP["build_in"])] = "process",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Engine cache folder. Default: $KILN_CACHE_DIR, else ~/.cache/kiln/engines."),
+    ] = None,
+    ledger: Annotated[
+        Path | None, typer.Option(help="Usage ledger (SQLite). Default: REPO/.kiln/usage.sqlite.")
+    ] = None,
 ) -> None:
-    """Serve a model repository: KServe v2 REST and gRPC, Prometheus metrics on /metrics."""
-    from kiln.server.serve import serve_repository  # noqa: PLC0415 (the server stack loads only for this command)
-
+    """Serve a model repository: KServe v2 REST and gRPC, Prometheus metrics on /metrics, new
+    versions picked up and hot-swapped while serving."""
     err = Console(stderr=True)
     try:
         config = server_config(
@@ -55,7 +79,13 @@ def serve_command(
             grpc_max_message_bytes=grpc_max_message_bytes,
             drain_timeout_s=drain_timeout_s,
         )
-        drained = serve_repository(repo, config)
+        options: dict[str, object] = {
+            "poll_interval_s": poll_interval_s,
+            "settle_s": settle_s,
+            "build_in": build_in,
+            "cache_dir": cache_dir,
+        }
+        drained = run_server(repo, config, options, ledger=ledger, on_started=print_banner)
     except ConfigError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -65,3 +95,41 @@ def serve_command(
     if not drained:
         err.print("warning: requests were still in flight when the drain timed out", markup=False)
         raise typer.Exit(1)
+
+
+def run_server(
+    repo: Path,
+    config: ServerConfig,
+    options: dict[str, object],
+    *,
+    ledger: Path | None,
+    on_started: Callable[[RunningServer], None],
+) -> bool:
+    """Serve ``repo`` until SIGTERM/SIGINT (the server stack loads only here)."""
+    from kiln.server.serve import serve_repository  # noqa: PLC0415
+
+    return serve_repository(repo, config, ledger=ledger, repository=options, on_started=on_started)
+
+
+def print_banner(server: RunningServer) -> None:
+    """Print where the server listens now, and what it serves once every model is loaded."""
+    grpc = f", gRPC {server.grpc_url}" if server.grpc_url else ""
+    print(f"kiln serving: HTTP http://{server.http_url} (metrics /metrics){grpc}", flush=True)
+    task = asyncio.get_running_loop().create_task(_when_ready(server))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+READY_POLL_S = 0.1
+
+
+async def _when_ready(server: RunningServer) -> None:
+    while not server.core.is_ready():
+        if server.core.draining:
+            return
+        await asyncio.sleep(READY_POLL_S)
+    control = server.core.control
+    entries = control.index(ready_only=True) if control is not None else []
+    served = ", ".join(f"{e.name} {e.version}" for e in entries) or "no models yet"
+    print(f"kiln ready: {served}", flush=True)

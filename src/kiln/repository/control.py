@@ -8,7 +8,7 @@ building and warming happen in the background and never block inference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias
+from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 IndexState: TypeAlias = Literal["READY", "LOADING", "UNLOADING", "UNAVAILABLE", "FAILED"]
 """Triton's repository-index states (plus FAILED for a version that failed validation, build,
@@ -42,3 +42,15 @@ class ModelControl(Protocol):
 
     def unload(self, name: str) -> list[IndexEntry]:
         """Start unloading every version of ``name``; returns at once. ``ModelNotFound`` if unknown."""
+
+
+@runtime_checkable
+class RepositoryService(ModelControl, Protocol):
+    """A model repository that runs on the server's event loop: ``kiln serve`` starts it before
+    the server listens and closes it after the server has drained."""
+
+    async def start(self) -> None:
+        """Scan the repository, queue the builds of the versions to serve, start watching."""
+
+    async def aclose(self) -> None:
+        """Stop watching and building (the runtime stays the caller's to close)."""

@@ -17,7 +17,7 @@ import importlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 
 from kiln.errors import ConfigError, describe
 from kiln.metering.usage import Meter
-from kiln.repository.control import ModelControl
+from kiln.repository.control import ModelControl, RepositoryService
 from kiln.runtime import Runtime
 from kiln.server.auth import Authenticator, create_authenticator
 from kiln.server.config import ServerConfig
@@ -270,20 +270,76 @@ def create_repository(path: Path, runtime: Runtime, **options: object) -> ModelC
     return control
 
 
-def serve_repository(path: Path, config: ServerConfig, *, meter: Meter | None = None) -> bool:
-    """``kiln serve REPO``: a runtime, the repository at ``path`` driving it, and :func:`serve`
-    on uvloop until SIGTERM/SIGINT. Returns whether every in-flight request finished."""
+def serve_repository(
+    path: Path,
+    config: ServerConfig,
+    *,
+    meter: Meter | None = None,
+    ledger: Path | None = None,
+    repository: Mapping[str, Any] | None = None,
+    on_started: Callable[[RunningServer], None] | None = None,
+) -> bool:
+    """``kiln serve REPO``: a runtime, the repository at ``path`` driving it, metrics and metering,
+    and :func:`serve` on uvloop until SIGTERM/SIGINT. Returns whether every in-flight request finished.
+
+    The server listens at once and reports ready when every model with a complete version serves
+    one (the repository shows the others LOADING until then). ``meter`` defaults to
+    :class:`~kiln.metering.Metering` into ``ledger`` (default ``REPO/.kiln/usage.sqlite``), whose
+    EPU use each loaded engine's efficiency factor. ``repository`` holds
+    :class:`~kiln.repository.RepositoryOptions` fields (``poll_interval_s``, ``cache_dir``...).
+    ``/metrics`` serves :class:`~kiln.server.metrics.ServerMetrics` (runtime, builds and loads,
+    metered usage, GPU, process).
+    """
+    from kiln.metering import EfficiencyTable, Metering  # noqa: PLC0415
+    from kiln.server.metrics import ServerMetrics, create_metrics_app  # noqa: PLC0415
+
+    if not path.is_dir():
+        raise ConfigError(
+            describe("the model repository is not a folder", seen=str(path), fix="give a folder")
+        )
 
     async def main() -> bool:
+        efficiency = EfficiencyTable()
+        metering: Metering | None = None
+        used: Meter
+        if meter is None:
+            metering = Metering.open(ledger or default_ledger(path), efficiency_of=efficiency)
+            used = metering
+        else:
+            used = meter
         runtime = Runtime()
+        metrics = ServerMetrics(runtime, usage=metering, gpu="auto")
         try:
-            control = create_repository(path, runtime)
-            return await serve(runtime, control, config, meter=meter)
+            control = create_repository(
+                path, runtime, metrics=metrics.builds, efficiency=efficiency, **dict(repository or {})
+            )
+            if isinstance(control, RepositoryService):
+                await control.start()
+            try:
+                return await serve(
+                    runtime,
+                    control,
+                    config,
+                    meter=used,
+                    metrics_app=create_metrics_app(metrics),
+                    on_started=on_started,
+                )
+            finally:
+                if isinstance(control, RepositoryService):
+                    await control.aclose()
         finally:
             await runtime.aclose()
+            if metering is not None:
+                metering.close()
 
     loop = new_event_loop()
     try:
         return loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def default_ledger(repository: Path) -> Path:
+    """Where ``kiln serve`` meters usage by default: ``REPO/.kiln/usage.sqlite`` (the repository
+    scan ignores hidden folders)."""
+    return repository / ".kiln" / "usage.sqlite"

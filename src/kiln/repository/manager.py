@@ -1,0 +1,385 @@
+"""RepositoryManager: the model repository driving a runtime (the server's ``ModelControl``).
+
+It lives on the server's event loop and does what :class:`~kiln.repository.reconcile.Reconciler`
+decides: scans the folder (in a thread), builds engines through a :class:`~kiln.repository.build.Builder`
+(a niced worker process by default), loads them into the :class:`~kiln.runtime.Runtime` (whose
+control threads load, warm up, check and swap), and unloads removed versions. Nothing here blocks
+the loop: every call returns at once and the work goes on in tasks. It reports engine builds and
+loads to ``/metrics`` (:class:`~kiln.server.metrics_events.BuildMetrics`-like ``metrics``) and each
+loaded engine's efficiency factor to metering (:class:`~kiln.metering.EfficiencyTable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from kiln._clock import Clock, MonotonicClock
+from kiln.compile.backends.base import Backend, Engine, EngineArtifact, LoadOptions
+from kiln.compile.registry import create_backend
+from kiln.compile.spec import BuildSpec
+from kiln.errors import ConfigError, KilnError, ModelNotFound, describe
+from kiln.metering.epu import EfficiencyTable
+from kiln.repository.build import Builder, BuildIn, BuildJob, BuildOutcome, create_builder
+from kiln.repository.control import IndexEntry
+from kiln.repository.convert import build_spec, fallback_spec, runtime_config, sample_dirs
+from kiln.repository.diff import diff
+from kiln.repository.layout import MODEL_FILE
+from kiln.repository.reconcile import Build, Reconciler, Unload
+from kiln.repository.scan import RepoScan, read_repository, settle
+from kiln.repository.watcher import Watcher
+from kiln.runtime import Runtime, VersionState
+
+log = logging.getLogger("kiln.repository")
+
+EngineLoader = Callable[[EngineArtifact], Engine]
+"""Loads a built artifact into an engine (called on the runtime's control thread)."""
+
+
+class BuildEvents(Protocol):
+    """Where build and load times go (``ServerMetrics.builds`` fits)."""
+
+    def observe_build(self, model: str, path: str, seconds: float) -> None: ...
+    def observe_load(self, model: str, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryOptions:
+    """How the repository is watched and built.
+
+    Fields:
+        poll_interval_s: seconds between scans; 0 = no polling (loads only at start and on
+            explicit ``load`` calls).
+        settle_s: how long a version folder must stay unchanged before it counts as complete
+            (rename mode; see ``kiln.repository.scan``).
+        cache_dir: the engine cache (``None``: ``$KILN_CACHE_DIR``, else ``~/.cache/kiln/engines``).
+        build_in: ``process`` (spawned worker at a lower CPU priority) or ``thread``.
+        build_workers: builds at the same time (one per model at most).
+        build_nice: how much lower the build process's CPU priority is (``os.nice``).
+        lock_timeout_s: longest wait for another builder of the same engine (``None``: no limit).
+        intra_op_threads: threads per engine run when loading (0: the backend decides).
+    """
+
+    poll_interval_s: float = 1.0
+    settle_s: float = 1.0
+    cache_dir: Path | None = None
+    build_in: BuildIn = "process"
+    build_workers: int = 1
+    build_nice: int = 10
+    lock_timeout_s: float | None = None
+    intra_op_threads: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("poll_interval_s", self.poll_interval_s, 0.0, 3600.0),
+            ("settle_s", self.settle_s, 0.0, 3600.0),
+            ("build_workers", self.build_workers, 1, 64),
+            ("build_nice", self.build_nice, 0, 19),
+            ("intra_op_threads", self.intra_op_threads, 0, 1024),
+        )
+        for name, value, low, high in checks:
+            if not low <= value <= high:
+                raise ConfigError(describe(f"{name} is out of range", seen=value, fix=f"use {low}..{high}"))
+
+
+class RepositoryManager:
+    """The model repository at ``root`` serving through ``runtime``; implements ``ModelControl``.
+
+    ``await start()`` scans (twice, ``settle_s`` apart), queues the builds of every served version
+    and starts polling; the server may listen at once: it reports ready when every model that has
+    a complete version serves one. ``await aclose()`` stops polling and the builders (the runtime
+    is the caller's to close).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        runtime: Runtime,
+        *,
+        options: RepositoryOptions | None = None,
+        builder: Builder | None = None,
+        metrics: BuildEvents | None = None,
+        efficiency: EfficiencyTable | None = None,
+        loader: EngineLoader | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.root = root
+        self.runtime = runtime
+        self.options = options or RepositoryOptions()
+        opts = self.options
+        self.builder = builder or create_builder(
+            opts.build_in, max_workers=opts.build_workers, nice=opts.build_nice
+        )
+        self.metrics = metrics
+        self.efficiency = efficiency
+        self.clock = clock or MonotonicClock()
+        self._loader = loader or self._load_artifact
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.RLock()
+        self.reconciler = Reconciler(self.clock, max_builds=opts.build_workers)
+        self.scan: RepoScan | None = None
+        self._outcomes: dict[tuple[str, str, str], BuildOutcome] = {}
+        self._started_s: dict[tuple[str, str, str], float] = {}
+        self._registered: dict[str, object] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.watcher = Watcher(self.step, opts.poll_interval_s)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """First scans and builds, then polling (see the class docstring)."""
+        self._loop = asyncio.get_running_loop()
+        await self.step()
+        if self.options.settle_s > 0:
+            await asyncio.sleep(self.options.settle_s)
+            await self.step()
+        self.watcher.start()
+
+    async def step(self, trusted: frozenset[str] = frozenset()) -> None:
+        """One poll: scan the folder (in a thread), take in the changes, act on the plan."""
+        self._loop = asyncio.get_running_loop()
+        folder = await asyncio.to_thread(read_repository, self.root)
+        with self._lock:
+            scan = settle(
+                self.scan, folder, now_s=self.clock.now(), settle_s=self.options.settle_s, trusted=trusted
+            )
+            for change in diff(self.scan, scan):
+                log.info("repository: %s", change)
+            self.scan = scan
+            self.reconciler.observe_scan(scan)
+        self._reconcile()
+
+    async def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until no build, load or unload is in flight; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self.watcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.builder.shutdown()
+
+    # -- ModelControl ------------------------------------------------------------------------
+
+    def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
+        with self._lock:
+            return self.reconciler.index(ready_only=ready_only)
+
+    def load(self, name: str) -> list[IndexEntry]:
+        """Serve ``name`` (again), retry its failed versions and rebuild and reload its served
+        ones (cache hits when nothing changed), rescanning its folder at once. Returns at once."""
+        with self._lock:
+            self._check_known(name)
+            self.reconciler.request_load(name)
+        self._reconcile()
+        self.watcher.wake(trusted=name)
+        return self._entries(name, "load requested")
+
+    def unload(self, name: str) -> list[IndexEntry]:
+        """Stop serving every version of ``name`` until the next ``load(name)``. Returns at once."""
+        with self._lock:
+            self._check_known(name)
+            self.reconciler.request_unload(name)
+        self._reconcile()
+        return self._entries(name, "unload requested")
+
+    def _check_known(self, name: str) -> None:
+        if not self.reconciler.known(name) and not (self.root / name).is_dir():
+            known = sorted(self.reconciler.models)
+            raise ModelNotFound(
+                describe(f"the repository has no model {name!r}", fix=f"models in {self.root}: {known}")
+            )
+
+    def _entries(self, name: str, reason: str) -> list[IndexEntry]:
+        entries = [e for e in self.index() if e.name == name]
+        return entries or [IndexEntry(name, "", "LOADING" if "load" in reason else "UNAVAILABLE", reason)]
+
+    # -- acting on the plan ------------------------------------------------------------------
+
+    def _reconcile(self) -> None:
+        """Plan and act; on the loop's thread (scheduled there when called from another)."""
+        loop = self._loop
+        if loop is None:
+            return  # not started: the first step plans
+        if not _on(loop):
+            loop.call_soon_threadsafe(self._reconcile)
+            return
+        with self._lock:
+            for name in self.reconciler.models:
+                self.reconciler.observe_runtime(name, self._ready_versions(name))
+            actions = self.reconciler.plan()
+        for action in actions:
+            if isinstance(action, Build):
+                self._spawn(self._build(action))
+            elif isinstance(action, Unload):
+                self._spawn(self._unload(action))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ready_versions(self, name: str) -> set[str]:
+        if name not in self.runtime.models:
+            return set()
+        status = self.runtime.model(name).status()
+        return {v.version for v in status.versions if v.state is VersionState.READY}
+
+    async def _build(self, action: Build) -> None:
+        key = (action.model, action.version, action.target)
+        self._started_s[key] = self.clock.now()
+        try:
+            job = self._job(action)
+        except KilnError as exc:
+            outcome = BuildOutcome(_no_job(action), None, None, 0.0, error=f"build failed: {exc}")
+        else:
+            outcome = await asyncio.wrap_future(self.builder.submit(job))
+        self._report_build(action, outcome)
+        with self._lock:
+            load = self.reconciler.build_done(
+                action.model, action.version, action.target, error=outcome.error, summary=outcome.summary()
+            )
+        if load:
+            await self._load(action, outcome)
+        else:
+            self._started_s.pop(key, None)
+        self._reconcile()
+
+    def _job(self, action: Build) -> BuildJob:
+        config = self.reconciler.config(action.model)
+        if config is None:
+            raise ConfigError(f"{action.model}: config.yaml is invalid")
+        folder = self.root / action.model
+        dirs = sample_dirs(config, folder)
+        return BuildJob(
+            action.model,
+            action.version,
+            folder / action.version / MODEL_FILE,
+            build_spec(config),
+            fallback_spec(config),
+            dirs.calibration,
+            dirs.validation,
+            self.options.cache_dir,
+            self.options.lock_timeout_s,
+        )
+
+    def _report_build(self, action: Build, outcome: BuildOutcome) -> None:
+        where = f"{action.model}/{action.version}"
+        if not outcome.ok:
+            log.error("%s not served: %s", where, outcome.error)
+            return
+        log.info("%s: %s", where, outcome.summary())
+        if self.metrics is not None:
+            for report in (outcome.primary, outcome.fallback):
+                if report is not None:
+                    self.metrics.observe_build(action.model, report.path, report.build_seconds)
+
+    async def _load(self, action: Build, outcome: BuildOutcome) -> None:
+        assert outcome.primary is not None
+        model, version, target = action.model, action.version, action.target
+        artifact = outcome.primary.artifact
+        fallback = outcome.fallback.artifact if outcome.fallback is not None else None
+        try:
+            await self._register(model, artifact)
+            handle = self.runtime.load_version(
+                model,
+                version,
+                partial(self._loader, artifact),
+                fallback=partial(self._loader, fallback) if fallback is not None else None,
+            )
+            status = await handle.wait()
+            ok, why = status.state is VersionState.READY, status.reason or status.state
+        except KilnError as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        seconds = self.clock.now() - self._started_s.pop((model, version, target), self.clock.now())
+        if ok:
+            reason = f"{outcome.summary()}; ready {seconds:.2f} s after its build started"
+            self._loaded(model, version, artifact, seconds)
+        else:
+            reason = f"load failed: {why}"
+            log.error("%s/%s not served: %s", model, version, reason)
+        with self._lock:
+            self.reconciler.load_done(model, version, target, ok=ok, reason=reason)
+
+    def _loaded(self, model: str, version: str, artifact: EngineArtifact, seconds: float) -> None:
+        log.info("%s/%s is READY (%.2f s from the start of its build)", model, version, seconds)
+        if self.metrics is not None:
+            self.metrics.observe_load(model, seconds)
+        if self.efficiency is not None:
+            try:
+                self.efficiency.set(model, version, artifact.manifest.efficiency_factor)
+            except ConfigError as exc:
+                log.warning("%s/%s: %s; its usage counts 1.0 EPU per device-second", model, version, exc)
+
+    async def _register(self, model: str, artifact: EngineArtifact) -> None:
+        """Register ``model`` with the runtime config its ``config.yaml`` asks for; re-register when
+        that changed and nothing of the model is resident, else keep it and say so."""
+        config = self.reconciler.config(model)
+        assert config is not None
+        batchable = all(t.shape[:1] == (-1,) for t in artifact.manifest.inputs)
+        wanted = runtime_config(config, batchable=batchable)
+        record = self.reconciler.models[model]
+        if model in self.runtime.models:
+            if self._registered.get(model) == wanted:
+                return
+            states = {v.state for v in self.runtime.model(model).status().versions}
+            if states - {VersionState.UNLOADED, VersionState.FAILED}:
+                record.notice = (
+                    "config.yaml changed its serving settings (batching, instances, max_batch_size, "
+                    "keep_loaded); they apply after an unload and a load of the model, or a restart"
+                )
+                return
+            await self.runtime.remove_model(model)
+        self.runtime.add_model(model, wanted)
+        self._registered[model] = wanted
+        record.notice = ""
+
+    async def _unload(self, action: Unload) -> None:
+        model, version = action.model, action.version
+        if model in self.runtime.models:
+            await self.runtime.unload(model, version).wait()
+        if self.efficiency is not None:
+            self.efficiency.forget(model, version)
+        log.info("%s/%s unloaded", model, version)
+        with self._lock:
+            self.reconciler.unload_done(model, version)
+            record = self.reconciler.models.get(model)
+            empty = record is not None and not record.versions
+            if empty and record is not None and not record.in_repo:
+                del self.reconciler.models[model]
+        if empty and model in self.runtime.models and not self._ready_versions(model):
+            await self.runtime.remove_model(model)  # nothing left to show: the model is gone
+            self._registered.pop(model, None)
+        self._reconcile()
+
+    def _load_artifact(self, artifact: EngineArtifact) -> Engine:
+        name = artifact.manifest.backend
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = self._backends[name] = create_backend(name)
+        return backend.load(artifact, LoadOptions(intra_op_threads=self.options.intra_op_threads))
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _no_job(action: Build) -> BuildJob:
+    return BuildJob(action.model, action.version, Path(MODEL_FILE), BuildSpec())
