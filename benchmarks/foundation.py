@@ -54,6 +54,8 @@ from kiln.examples.recipes import build_spec
 from kiln.types import Array
 
 Run = Callable[[dict[str, Array]], Array]
+Raw = dict[str, dict[str, dict[str, list[float]]]]
+"""variant -> batch kind -> {"calls": seconds of every call, "cpu": CPU s per wall s per block}"""
 EVALUATION_COUNT = {"ctr": 8192, "cnn": 512, "ranker": 1024}
 BATCH = 32
 
@@ -210,9 +212,9 @@ def calls_per_block(run: Run, inputs: dict[str, Array], block_s: float) -> int:
 
 def interleaved(
     variants: list[Variant], batches: dict[str, list[dict[str, Array]]], settings: Settings
-) -> dict[str, dict[str, object]]:
+) -> Raw:
     """Per variant and batch kind: every call's seconds and the CPU-seconds per wall-second."""
-    found = {v.name: {kind: {"calls": [], "cpu": []} for kind in batches} for v in variants}
+    found: Raw = {v.name: {kind: {"calls": [], "cpu": []} for kind in batches} for v in variants}
     counts = {
         (v.name, kind): calls_per_block(v.run, batch[0], settings.block_s)
         for v in variants
@@ -238,7 +240,7 @@ def _block(run: Run, inputs: list[dict[str, Array]], count: int) -> tuple[list[f
     return calls, (time.process_time() - cpu) / max(time.perf_counter() - wall, 1e-9)
 
 
-def speed_summary(raw: dict[str, dict[str, object]]) -> dict[str, dict[str, float]]:
+def speed_summary(raw: Raw) -> dict[str, dict[str, float]]:
     summary = {}
     for name, kinds in raw.items():
         b1, b32 = kinds["b1"]["calls"], kinds["b32"]["calls"]
@@ -308,6 +310,8 @@ def benchmark_model(name: str, work: Path, settings: Settings) -> dict[str, obje
         accuracy = evaluate(name, variants, samples)
     speed = speed_summary(raw)
     base = speed["fp32 unoptimized"]
+    for temporary in ("int8_artifact", "fp32_artifact"):  # in a deleted scratch folder by now
+        builds.pop(temporary)
     return {
         "name": name,
         "threads": {v.name: v.threads for v in variants},
@@ -364,12 +368,13 @@ def main(argv: list[str] | None = None) -> int:
             settings.calibration_samples,
             settings.evaluation_scale,
         )
-    results = {"machine": machine(), "settings": settings.__dict__, "models": []}
+    models: list[dict[str, object]] = []
+    results = {"machine": machine(), "settings": settings.__dict__, "models": models}
     with tempfile.TemporaryDirectory(prefix="kiln-bench-warm-up-") as scratch:
         warm_up(Path(scratch))
     for name in args.only or list(EXAMPLES):
         print(f"benchmarking {name} ({settings.size}) ...", file=sys.stderr, flush=True)
-        results["models"].append(benchmark_model(name, args.work / settings.size, settings))  # type: ignore[union-attr]
+        models.append(benchmark_model(name, args.work / settings.size, settings))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "foundation.json").write_text(json.dumps(results, indent=2, default=str))
     markdown = render_markdown(results)
