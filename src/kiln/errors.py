@@ -78,6 +78,12 @@ class CacheCorrupt(KilnError):
     """A cache entry failed its checksum; it is removed and rebuilt, never served."""
 
 
+class CacheBusy(KilnError):
+    """A cache key stayed locked by another builder longer than the caller was willing to wait."""
+
+    retryable = True
+
+
 class ModelNotFound(KilnError):
     """No model (or no such version of it) is known to the server or repository."""
 

@@ -35,17 +35,13 @@ from kiln.cache.checksum import checksum_folder, verify_files
 from kiln.cache.entry import WEIGHTS_DIR_LEN, CacheEntry, is_hex, read_entry
 from kiln.cache.key import SHORT_LEN
 from kiln.compile.backends.base import MANIFEST_NAME, EngineArtifact, Manifest
-from kiln.errors import BuildError, CacheCorrupt, KilnError, describe
+from kiln.errors import BuildError, CacheBusy, CacheCorrupt, describe
 
 ENV_CACHE_DIR = "KILN_CACHE_DIR"
 TEMP_DIR = ".tmp"
 LOCK_DIR = ".locks"
 
-
-class CacheBusy(KilnError):
-    """A cache key stayed locked by another builder longer than the caller was willing to wait."""
-
-    retryable = True
+__all__ = ["CacheBusy", "EngineStore", "WallClock", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import typer
 
 from kiln import __version__
+from kiln.cli._shell import configure_logging
+from kiln.cli.build import build_command
 from kiln.cli.cache import app as cache_app
+from kiln.cli.demo import demo_command
 from kiln.cli.serve import serve_command
 from kiln.cli.usage import usage_command
 
@@ -16,6 +19,15 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log kiln's steps to stderr.")) -> None:
+    """Build inference engines from trained models, cache them, and serve them with hot swap."""
+    configure_logging(verbose=verbose)
+
+
+app.command("build")(build_command)
+app.command("demo")(demo_command)
 app.add_typer(cache_app, name="cache")
 app.command("serve")(serve_command)
 app.command("usage")(usage_command)

@@ -77,6 +77,9 @@ class BuildSpec:
         activation_type / weight_type: INT8 storage types; ``uint8`` activations with ``int8``
             weights (U8S8) is the fast choice on x86.
         keep_fp32_nodes / keep_fp32_op_types: nodes or op types left in fp32 (mixed precision).
+        float_output_op_types: int8 op types whose results go on as floats instead of being
+            quantized again (QDQ placement). For MatMul/Gemm, ONNX Runtime then multiplies in
+            integers, produces floats and fuses the bias add: faster, and one rounding fewer.
         profiles: allowed shapes per input (min/opt/max); empty means any shape the model declares.
         max_batch_size: largest batch the engine is built and served for.
         workspace_bytes: scratch memory a backend may use while building (TensorRT); 0 = default.
@@ -95,6 +98,7 @@ class BuildSpec:
     weight_type: QuantType = "int8"
     keep_fp32_nodes: tuple[str, ...] = ()
     keep_fp32_op_types: tuple[str, ...] = ()
+    float_output_op_types: tuple[str, ...] = ()
     profiles: tuple[ShapeProfile, ...] = ()
     max_batch_size: int = 32
     workspace_bytes: int = 0
@@ -127,8 +131,11 @@ class BuildSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def cache_factors(self) -> dict[str, object]:
-        """The fields that change the engine, as plain JSON-able data, for the cache key."""
-        return {
+        """The fields that change the engine, as plain JSON-able data, for the cache key.
+
+        ``float_output_op_types`` is listed only when set (int8), so that keys of specs without it
+        are the same as before it existed."""
+        factors: dict[str, object] = {
             "precision": self.precision,
             "calibration": self.calibration.cache_factors()
             if self.precision == "int8" and self.calibration
@@ -144,10 +151,14 @@ class BuildSpec:
             "backend": self.backend,
             "backend_options": [list(kv) for kv in self.backend_options],
         }
+        if self.precision == "int8" and self.float_output_op_types:
+            factors["float_output_op_types"] = sorted(self.float_output_op_types)
+        return factors
 
     def to_json(self) -> dict[str, object]:
         data = self.cache_factors()
         data["calibration"] = self.calibration.cache_factors() if self.calibration else None
+        data["float_output_op_types"] = sorted(self.float_output_op_types)
         data["task"] = self.task
         data["max_accuracy_drop"] = self.max_accuracy_drop
         return data
@@ -167,6 +178,7 @@ class BuildSpec:
             weight_type=data.get("weight_type") or "int8",  # type: ignore[arg-type]
             keep_fp32_nodes=tuple(data.get("keep_fp32_nodes") or ()),  # type: ignore[arg-type]
             keep_fp32_op_types=tuple(data.get("keep_fp32_op_types") or ()),  # type: ignore[arg-type]
+            float_output_op_types=tuple(data.get("float_output_op_types") or ()),  # type: ignore[arg-type]
             profiles=tuple(ShapeProfile.from_json(p) for p in profiles),
             max_batch_size=int(data.get("max_batch_size", 32)),  # type: ignore[call-overload]
             workspace_bytes=int(data.get("workspace_bytes", 0)),  # type: ignore[call-overload]

@@ -3,7 +3,8 @@
 Checks, all run on every model so that one error lists everything to fix:
 
 * ``onnx.checker.check_model(full_check=True)``: the checker plus strict shape inference;
-* the default-domain opset lies within ``ModelLimits.min_opset..max_opset``;
+* the default-domain opset lies within ``ModelLimits.min_opset..max_opset``, and the IR version is
+  at most ``ModelLimits.max_ir_version`` (the newest the backend's runtime reads);
 * the graph has inputs and outputs, every one a tensor of a datatype kiln can carry, with a shape;
 * every declared dimension (inputs, outputs, value_info, initializers) is non-negative, and neither a
   dimension nor a static element count exceeds ``ModelLimits.max_dim_elements``;
@@ -44,6 +45,9 @@ class ModelLimits:
     """Oldest default-domain (``ai.onnx``) opset accepted."""
     max_opset: int = 23
     """Newest default-domain (``ai.onnx``) opset accepted."""
+    max_ir_version: int | None = None
+    """Newest ONNX IR version accepted (``None``: any). Backends set it to what their runtime reads:
+    a model saved by a newer ``onnx`` than the runtime knows is refused here, with the fix."""
 
     def __post_init__(self) -> None:
         if self.max_file_bytes <= 0 or self.max_dim_elements <= 0:
@@ -52,6 +56,9 @@ class ModelLimits:
         if not 1 <= self.min_opset <= self.max_opset:
             seen = f"min_opset={self.min_opset}, max_opset={self.max_opset}"
             raise ConfigError(describe("need 1 <= min_opset <= max_opset", seen=seen, fix="fix the range"))
+        if self.max_ir_version is not None and self.max_ir_version < 1:
+            seen = f"max_ir_version={self.max_ir_version}"
+            raise ConfigError(describe("max_ir_version must be >= 1", seen=seen, fix="use None for any"))
 
 
 def validate(
@@ -107,6 +114,7 @@ def find_problems(
             )
         )
     problems += _opset_problems(model, limits)
+    problems += _ir_problems(model, limits)
     problems += _io_problems(model.graph)
     problems += _dim_problems(model.graph, limits.max_dim_elements)
     if run_checker:
@@ -130,6 +138,20 @@ def _opset_problems(model: Any, limits: ModelLimits) -> list[Problem]:
     if limits.min_opset <= version <= limits.max_opset:
         return []
     return [Problem("opset_import", f"default-domain opset {version} is outside {wanted}", fix)]
+
+
+def _ir_problems(model: Any, limits: ModelLimits) -> list[Problem]:
+    newest = limits.max_ir_version
+    if newest is None or model.ir_version <= newest:
+        return []
+    return [
+        Problem(
+            "ir_version",
+            f"IR version {model.ir_version} is newer than the {newest} this backend's runtime reads",
+            f"save the model with ir_version {newest} (set model.ir_version = {newest} before onnx.save; "
+            "recent onnx versions write a newer IR by default), or upgrade the runtime",
+        )
+    ]
 
 
 def _io_problems(graph: Any) -> list[Problem]:

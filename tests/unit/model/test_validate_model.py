@@ -186,9 +186,28 @@ def test_unsupported_ops_inside_a_subgraph_are_found() -> None:
     assert problem.where == "node 'erf_in_branch' (Erf) and 1 more node(s) like it"
 
 
+def test_an_ir_version_newer_than_the_runtime_reads_is_refused_with_the_fix() -> None:
+    model = tiny_model()
+    model.ir_version = 14
+    assert find_problems(model, limits=ModelLimits(max_ir_version=14)) == []
+    assert find_problems(model) == []  # no limit given: any IR version
+
+    problems = find_problems(model, limits=ModelLimits(max_ir_version=13))
+
+    assert [p.where for p in problems] == ["ir_version"]
+    assert "IR version 14 is newer than the 13" in problems[0].what
+    assert "model.ir_version = 13" in problems[0].fix
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_file_bytes": 0}, {"max_dim_elements": -1}, {"min_opset": 18, "max_opset": 17}, {"min_opset": 0}],
+    [
+        {"max_file_bytes": 0},
+        {"max_dim_elements": -1},
+        {"min_opset": 18, "max_opset": 17},
+        {"min_opset": 0},
+        {"max_ir_version": 0},
+    ],
 )
 def test_model_limits_refuse_nonsense(kwargs: dict[str, int]) -> None:
     with pytest.raises(ConfigError) as caught:

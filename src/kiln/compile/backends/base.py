@@ -15,14 +15,14 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
 
 from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
 
 if TYPE_CHECKING:
     from kiln.compile.spec import BuildSpec
     from kiln.model.source import ModelSource
-    from kiln.model.validate import OpSupport
+    from kiln.model.validate import ModelLimits, OpSupport
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -198,11 +198,17 @@ class BuildOutput:
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """How a loaded engine runs: threads per run (0 = backend decides from model size) and device."""
+    """How a loaded engine runs: threads per run (0 = backend decides from model size) and device.
+
+    ``allow_spinning``: let idle worker threads spin-wait for the next piece of work (``None``: the
+    backend decides). Spinning buys throughput on cores the engine has to itself and costs tail
+    latency when the cores are shared.
+    """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     device_index: int = 0
+    allow_spinning: bool | None = None
 
 
 class Instance(Protocol):
@@ -286,3 +292,13 @@ class Backend(Protocol):
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> Engine:
         """Load a built artifact. Refuses an artifact built for another target (``BuildError``)."""
+
+
+@runtime_checkable
+class SupportsModelLimits(Protocol):
+    """A backend that bounds the models it accepts beyond kiln's defaults (e.g. the newest ONNX IR
+    version its runtime reads). Optional: callers check with ``isinstance`` and fall back to
+    ``ModelLimits()``."""
+
+    def model_limits(self) -> ModelLimits:
+        """The limits model validation applies for this backend."""

@@ -30,12 +30,13 @@ from kiln.compile.backends.onnxruntime_build import (
     write_optimized,
 )
 from kiln.compile.backends.onnxruntime_engine import OrtEngine
-from kiln.compile.backends.onnxruntime_ops import OrtOpSupport, cpu_op_support
+from kiln.compile.backends.onnxruntime_ops import OrtOpSupport, cpu_op_support, max_ir_version
 from kiln.compile.backends.onnxruntime_session import ThreadPlan, batch_hint, plan_threads, serving_options
 from kiln.compile.backends.onnxruntime_target import BACKEND_NAME, check_target, machine_target
 from kiln.compile.data import SampleSet
 from kiln.compile.spec import BuildSpec
 from kiln.errors import BuildError, CacheCorrupt, RefitUnsupported, describe
+from kiln.model.validate import ModelLimits
 
 if TYPE_CHECKING:
     import onnx
@@ -79,12 +80,16 @@ class OnnxRuntimeBackend:
         return None
 
     def target(self) -> Target:
-        """This CPU (model, ISA level, kernel flags, core count) and the onnxruntime build."""
+        """This CPU (model, ISA level, kernel flags; not the core count) and the onnxruntime build."""
         return machine_target()
 
     def op_support(self) -> OrtOpSupport:
         """Answers from ONNX Runtime's CPU kernel registry."""
         return cpu_op_support()
+
+    def model_limits(self) -> ModelLimits:
+        """The default limits, plus the newest IR version this ONNX Runtime reads."""
+        return ModelLimits(max_ir_version=max_ir_version())
 
     def build(
         self,

@@ -8,6 +8,7 @@ body into supported ops), or when ONNX Runtime folds it while loading the graph 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -91,6 +92,49 @@ def cpu_op_support() -> OrtOpSupport:
         if k.provider == CPU_PROVIDER
     ]
     return OrtOpSupport(kernels, version=str(onnxruntime.__version__))
+
+
+@functools.cache
+def max_ir_version() -> int:
+    """The newest ONNX IR version the installed ONNX Runtime loads (read once per process).
+
+    A one-node model at the newest IR version ``onnx`` knows is loaded; ONNX Runtime either takes
+    it or names its maximum ("max supported IR version: 13"). Without that text, lower versions
+    are tried one by one.
+    """
+    import onnx
+
+    error = _load_error(int(onnx.IR_VERSION))
+    if error is None:
+        return int(onnx.IR_VERSION)
+    named = _MAX_IR.search(error)
+    if named:
+        return int(named.group(1))
+    return next((v for v in range(int(onnx.IR_VERSION) - 1, 3, -1) if _load_error(v) is None), 3)
+
+
+_MAX_IR = re.compile(r"max supported IR version: (\d+)")
+
+
+def _load_error(ir_version: int) -> str | None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = ir_version
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=[CPU_PROVIDER])
+    except Exception as exc:  # onnxruntime raises its own error classes
+        return str(exc)
+    return None
 
 
 def _domain(domain: str) -> str:

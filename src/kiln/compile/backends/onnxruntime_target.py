@@ -15,10 +15,13 @@ BINDING_FIELDS: tuple[str, ...] = ("backend", "backend_version", "device_kind", 
 
 
 def cpu_target(cpu: CpuInfo, *, version: str, build_info: str) -> Target:
-    """The target for ``cpu`` running onnxruntime ``version`` (``build_info`` from the library)."""
+    """The target for ``cpu`` running onnxruntime ``version`` (``build_info`` from the library).
+
+    The core count is left out on purpose: the optimized graph does not depend on it (threads are
+    chosen when the engine is loaded), so machines that differ only in cores share cache entries.
+    """
     details = (
         ("cpu_flags", " ".join(cpu.kernel_flags)),
-        ("cpu_count", str(cpu.num_logical)),
         ("machine", cpu.machine),
         ("ort_build", build_info.removeprefix("ORT Build Info:").strip()),
     )

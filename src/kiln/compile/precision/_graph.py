@@ -60,14 +60,18 @@ def check_keep_fp32(model: onnx.ModelProto, spec: BuildSpec) -> None:
             )
         )
     op_types = {n.op_type for n in model.graph.node}
-    unknown = [t for t in spec.keep_fp32_op_types if t not in op_types and not onnx.defs.has(t)]
-    if unknown:
-        raise ConfigError(
-            describe(
-                f"--keep-fp32-op-type names unknown op type(s): {', '.join(repr(t) for t in unknown)}",
-                fix=f"use ONNX op types; this graph has {', '.join(sorted(op_types))}",
+    for option, wanted in (
+        ("--keep-fp32-op-type", spec.keep_fp32_op_types),
+        ("--float-output-op-type", spec.float_output_op_types),
+    ):
+        unknown = [t for t in wanted if t not in op_types and not onnx.defs.has(t)]
+        if unknown:
+            raise ConfigError(
+                describe(
+                    f"{option} names unknown op type(s): {', '.join(repr(t) for t in unknown)}",
+                    fix=f"use ONNX op types; this graph has {', '.join(sorted(op_types))}",
+                )
             )
-        )
 
 
 def name_unnamed_nodes(model: onnx.ModelProto) -> None:

@@ -170,6 +170,12 @@ def excluded_nodes(original: onnx.ModelProto, prepared: onnx.ModelProto, spec: B
     return sorted(found)
 
 
+def _extra_options(spec: BuildSpec) -> dict[str, object]:
+    if not spec.float_output_op_types:
+        return {}
+    return {"OpTypesToExcludeOutputQuantization": sorted(spec.float_output_op_types)}
+
+
 def _quantize(
     prepared_path: Path, tmp: Path, ranges: Ranges, excluded: list[str], spec: BuildSpec
 ) -> onnx.ModelProto:
@@ -199,6 +205,7 @@ def _quantize(
             nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
+            extra_options=_extra_options(spec),
         )
     except Exception as exc:  # onnxruntime.quantization raises plain ValueError/RuntimeError/...
         raise BuildError(

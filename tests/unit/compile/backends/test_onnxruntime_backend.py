@@ -46,8 +46,27 @@ def test_target_describes_this_cpu(backend: OnnxRuntimeBackend) -> None:
     assert target.device_kind == "cpu"
     assert target.arch
     details = dict(target.details)
-    assert {"cpu_flags", "cpu_count", "machine", "ort_build"} <= set(details)
-    assert int(details["cpu_count"]) >= 1
+    assert {"cpu_flags", "machine", "ort_build"} <= set(details)
+
+
+def test_core_count_does_not_change_the_cache_key() -> None:
+    from dataclasses import replace
+
+    from kiln.cache.key import engine_key
+    from kiln.compile.backends.cpu import CpuInfo
+    from kiln.compile.backends.onnxruntime_target import cpu_target
+    from kiln.compile.spec import BuildSpec
+
+    two = CpuInfo("Test CPU", "x86_64", frozenset({"avx2", "fma"}), num_logical=2)
+    targets = [
+        cpu_target(replace(two, num_logical=n), version="1.31.1", build_info="ORT Build Info: x")
+        for n in (2, 64)
+    ]
+    assert targets[0] == targets[1]
+    keys = {engine_key("ab" * 32, BuildSpec(), t) for t in targets}
+    assert len(keys) == 1
+    other_isa = cpu_target(replace(two, flags=frozenset()), version="1.31.1", build_info="x")
+    assert engine_key("ab" * 32, BuildSpec(), other_isa) not in keys
 
 
 @pytest.mark.parametrize("batch", [1, 7])

@@ -59,3 +59,17 @@ def test_support_from_an_explicit_kernel_list() -> None:
     assert reason is not None
     assert "kernels cover opsets 1" in reason
     assert support.domains == frozenset({"", "x.y"})
+
+
+def test_max_ir_version_is_what_onnxruntime_loads() -> None:
+    import onnx
+
+    from kiln.compile.backends.onnxruntime import OnnxRuntimeBackend
+    from kiln.compile.backends.onnxruntime_ops import _load_error, max_ir_version
+
+    newest = max_ir_version()
+    assert 3 < newest <= onnx.IR_VERSION
+    assert _load_error(newest) is None
+    if newest < onnx.IR_VERSION:
+        assert "IR version" in str(_load_error(newest + 1))
+    assert OnnxRuntimeBackend().model_limits().max_ir_version == newest

@@ -224,3 +224,30 @@ def test_model_with_nothing_to_quantize_comes_back_as_it_was(tmp_path: Path) -> 
     save_calibration_table({}, tmp_path / "t.json", method="minmax")
     again = apply_precision(model, int8(), calibration_table=load_calibration_table(tmp_path / "t.json"))
     assert again.model.SerializeToString() == result.model.SerializeToString()
+
+
+def requantized_outputs(model: onnx.ModelProto, op_types: set[str]) -> int:
+    """How many QuantizeLinear nodes read the output of a node of ``op_types``."""
+    producer = {out: n.op_type for n in model.graph.node for out in n.output}
+    return sum(
+        1 for n in model.graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) in op_types
+    )
+
+
+def test_float_outputs_skip_requantizing_products() -> None:
+    products = {"MatMul", "Gemm"}
+    plain = apply_precision(build_mlp(), int8(), calibration=mlp_samples()).model
+    floats = apply_precision(
+        build_mlp(), int8(float_output_op_types=("MatMul", "Gemm")), calibration=mlp_samples()
+    ).model
+
+    assert requantized_outputs(plain, products) > 0
+    assert requantized_outputs(floats, products) == 0
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(ops(floats))  # the inputs are still int8
+    x = mlp_samples(256, seed=1).inputs["x"]
+    assert rel_l2(run_model(build_mlp(), {"x": x}), run_model(floats, {"x": x})) < 0.05
+
+
+def test_unknown_float_output_op_type_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--float-output-op-type names unknown op type"):
+        apply_precision(build_mlp(), int8(float_output_op_types=("Matmul",)), calibration=mlp_samples())

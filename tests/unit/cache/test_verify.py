@@ -1,0 +1,132 @@
+"""AccuracyVerifier against a fake backend whose engine adds a known error to the fp32 model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from kiln.cache.verify import AccuracyVerifier, CheckSamples
+from kiln.compile.backends.base import BuildOutput, EngineArtifact, LoadOptions, Target
+from kiln.compile.data import SampleSet
+from kiln.compile.spec import BuildSpec
+from kiln.errors import AccuracyError
+from kiln.model.source import Fingerprint, ModelSource
+from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
+
+TARGET = Target("fake", "1.0", "cpu", "Fake CPU", "avx2")
+
+
+class FakeEngine:
+    """Doubles its input (what the source model computes) and adds ``error``."""
+
+    def __init__(self, error: float, seen: list[int]) -> None:
+        self.error = error
+        self.seen = seen
+        self.closed = False
+
+    def create_instance(self) -> FakeEngine:
+        return self
+
+    def run(self, inputs: Tensors) -> dict[str, Array]:
+        x = np.asarray(inputs["x"])
+        self.seen.append(len(x))
+        return {"y": 2 * x + self.error}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, error: float) -> None:
+        self.error = error
+        self.loaded: list[EngineArtifact] = []
+        self.batches: list[int] = []
+
+    def target(self) -> Target:
+        return TARGET
+
+    def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+        self.loaded.append(artifact)
+        return FakeEngine(self.error, self.batches)
+
+
+def doubling_source() -> ModelSource:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])],
+        "double",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    spec = TensorSpec("x", "FP32", (-1, 2))
+    return ModelSource(
+        Path("double.onnx"),
+        "onnx",
+        Fingerprint("s" * 64, "w" * 64, (("", 17),), 8),
+        (spec,),
+        (TensorSpec("y", "FP32", (-1, 2)),),
+        0,
+        model,
+    )
+
+
+class Loads:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> SampleSet:
+        self.count += 1
+        x = np.linspace(1.0, 2.0, 200, dtype=np.float32).reshape(100, 2)
+        return SampleSet({"x": x})
+
+
+OUTPUT = BuildOutput("engine.bin", ("engine.bin",), "build", extra={"note": "kept"})
+
+
+def test_reports_the_error_and_loads_samples_and_reference_once(tmp_path: Path) -> None:
+    backend, loads = FakeBackend(error=0.03), Loads()
+    spec = BuildSpec(max_batch_size=16, max_accuracy_drop=0.05)
+    verifier = AccuracyVerifier(backend, doubling_source(), spec, CheckSamples(loads, "validation"))  # type: ignore[arg-type]
+    assert loads.count == 0  # nothing is read until an engine is checked
+
+    first = verifier(tmp_path, OUTPUT)
+    second = verifier(tmp_path, OUTPUT)
+
+    assert loads.count == 1
+    assert first == second
+    assert first["task"] == "none"
+    assert first["metric"] == "relative L2 error"
+    assert first["samples_from"] == "validation"
+    assert first["max_accuracy_drop"] == 0.05
+    assert first["num_samples"] == 100
+    assert first["max_abs_error"] == pytest.approx(0.03, rel=1e-4)
+    assert 0.0 < first["drop"] < 0.05  # type: ignore[operator]
+    staged = backend.loaded[0]
+    assert staged.path == tmp_path
+    assert staged.manifest.engine_file == "engine.bin"
+    assert staged.manifest.extra == {"note": "kept"}
+    assert BuildSpec.from_json(staged.manifest.spec) == spec
+    assert set(backend.batches) == {16, 4}  # 6 batches of 16, one of 4, per check
+
+
+def test_a_drop_over_the_bound_raises_naming_metric_and_bound(tmp_path: Path) -> None:
+    verifier = AccuracyVerifier(
+        FakeBackend(error=1.0),  # type: ignore[arg-type]
+        doubling_source(),
+        BuildSpec(max_accuracy_drop=0.01),
+        CheckSamples(Loads(), "calibration"),
+    )
+    with pytest.raises(AccuracyError, match=r"relative L2 error .* > max_accuracy_drop 0.01"):
+        verifier(tmp_path, OUTPUT)
+
+
+def test_check_batches_respect_the_profiles(tmp_path: Path) -> None:
+    backend = FakeBackend(error=0.0)
+    spec = BuildSpec(profiles=(ShapeProfile("x", (1, 2), (4, 2), (8, 2)),), max_batch_size=64)
+    AccuracyVerifier(backend, doubling_source(), spec, CheckSamples(Loads(), "validation"))(tmp_path, OUTPUT)  # type: ignore[arg-type]
+    assert max(backend.batches) == 8
