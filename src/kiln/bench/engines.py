@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kiln.cache import BuildReport, EngineStore, obtain_engine
 from kiln.compile.backends.base import Engine, EngineArtifact, LoadOptions
+from kiln.compile.data import SampleSet
 from kiln.compile.registry import create_backend
 from kiln.compile.spec import BuildSpec
 from kiln.errors import ConfigError, describe
@@ -31,10 +32,11 @@ def obtain_bench_engine(
     spec: BuildSpec | None = None,
     cache_dir: Path | None = None,
     intra_op_threads: int = 0,
+    calibration: SampleSet | None = None,
 ) -> BenchEngine:
     """The engine for ``path``: an ONNX model file is built per ``spec`` through the engine cache
-    (a hit when it was built before); a folder holding ``manifest.json`` is loaded directly.
-    ``ConfigError`` when ``path`` is neither."""
+    (a hit when it was built before; ``calibration`` samples for int8); a folder holding
+    ``manifest.json`` is loaded directly. ``ConfigError`` when ``path`` is neither."""
     path = Path(path)
     backend = create_backend("onnxruntime")
     options = LoadOptions(intra_op_threads=intra_op_threads)
@@ -55,5 +57,7 @@ def obtain_bench_engine(
             )
         )
     source = load_model(path, op_support=backend.op_support())
-    report = obtain_engine(source, spec or BuildSpec(), backend, EngineStore(cache_dir))
+    report = obtain_engine(
+        source, spec or BuildSpec(), backend, EngineStore(cache_dir), calibration=calibration
+    )
     return BenchEngine(backend.load(report.artifact, options), report.artifact, report)

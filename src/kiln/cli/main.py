@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kiln import __version__
+from kiln.cli.bench import bench
 from kiln.cli.cache import app as cache_app
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 
 app.add_typer(cache_app, name="cache")
+app.command("bench")(bench)
 
 
 @app.command()

@@ -48,7 +48,8 @@ def test_count_min_max_mean_are_exact(values: list[int]) -> None:
     for v in values:
         histogram.record_ns(v)
     assert histogram.count == len(values)
-    assert histogram.min_ns == min(values) and histogram.max_ns == max(values)
+    assert histogram.min_ns == min(values)
+    assert histogram.max_ns == max(values)
     assert histogram.mean_ns == pytest.approx(np.mean(values))
 
 
