@@ -67,6 +67,8 @@ class ModelPlan:
     start_rate: float
     max_rate: float
     factor: float
+    swap_every_s: float = 2.0
+    step_s: float = 4.0
     int_range: tuple[int, int] = (0, 100)
 
 
@@ -74,12 +76,13 @@ class ModelPlan:
 class Settings:
     quick: bool
     swaps: int
-    swap_every_s: float
-    step_s: float
+    swap_every_s: float | None
+    step_s: float | None
     warmup_s: float
     rate_factor: float | None
     fault_s: float
     out: Path
+    models: tuple[str, ...] = ("ctr", "cnn")
 
 
 def _config(instances: int, batch: int, delay_us: int) -> ModelConfig:
@@ -97,11 +100,13 @@ def model_plans(quick: bool) -> list[ModelPlan]:
         ModelPlan("ctr", size, _config(2, 64, 2000), swap_rate=1000.0 if not quick else 200.0,
                   fault_rate=100.0, bound_ms=10.0, start_rate=250.0,
                   max_rate=20000.0 if not quick else 1000.0, factor=1.5 if not quick else 4.0,
+                  swap_every_s=2.0 if not quick else 0.3, step_s=4.0 if not quick else 0.2,
                   int_range=(0, 1000)),
         ModelPlan("cnn", size, _config(1, 8, 20000), swap_rate=4.0 if not quick else 50.0,
                   fault_rate=4.0 if not quick else 50.0, bound_ms=500.0 if not quick else 50.0,
                   start_rate=4.0 if not quick else 100.0, max_rate=400.0,
-                  factor=1.3 if not quick else 4.0),
+                  factor=1.3 if not quick else 4.0, swap_every_s=3.0 if not quick else 0.3,
+                  step_s=10.0 if not quick else 0.2),
     ]  # fmt: skip
 
 
@@ -112,16 +117,18 @@ async def run_model(plan: ModelPlan, settings: Settings, root: Path) -> tuple[Ou
     for variant, sizes in WARMUPS.items():
         config = replace(plan.config, versions=replace(plan.config.versions, warmup_batch_sizes=sizes))
         swaps[variant] = await swap_soak(prepared, config, rate=plan.swap_rate, swaps=settings.swaps,
-                                         every_s=settings.swap_every_s)  # fmt: skip
+                                         every_s=settings.swap_every_s or plan.swap_every_s)  # fmt: skip
         print(f"[{plan.name}] swaps done ({variant})", flush=True)
     fault = await fault_run(prepared, plan.config, rate=plan.fault_rate, duration_s=settings.fault_s)
     print(f"[{plan.name}] fault done", flush=True)
+    factor, step_s = settings.rate_factor or plan.factor, settings.step_s or plan.step_s
     sweeps = await batching_sweep(
         prepared, plan.config, bound_ms=plan.bound_ms, start_rate=plan.start_rate, max_rate=plan.max_rate,
-        factor=settings.rate_factor or plan.factor, step_s=settings.step_s, warmup_s=settings.warmup_s,
+        factor=factor, step_s=step_s, warmup_s=settings.warmup_s,
     )  # fmt: skip
     print(f"[{plan.name}] sweeps done", flush=True)
-    return Outcome(plan.name, plan.bound_ms, swaps, fault, sweeps), prepared
+    every_s = settings.swap_every_s or plan.swap_every_s
+    return Outcome(plan.name, plan.bound_ms, every_s, swaps, fault, sweeps), prepared
 
 
 def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, command: str) -> str:
@@ -142,9 +149,7 @@ def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, com
         title = f"{o.model}: p99 vs throughput, batching vs one request per run"
         plot_latency_throughput(o.sweeps, out / f"{o.model}-batching.png", title=title)
         for number, (variant, soak) in enumerate(o.swaps.items()):
-            title = (
-                f"{o.model}: latency over time, a new version every {settings.swap_every_s:g} s ({variant})"
-            )
+            title = f"{o.model}: latency over time, a new version every {o.swap_every_s:g} s ({variant})"
             plot_timeline(soak, out / f"{o.model}-swaps-{number + 1}.png", title=title)
     text = summarize(outcomes, machine.line(), started, command) + "\n" + render_markdown(report)
     (out / "runtime.md").write_text(text)
@@ -161,17 +166,19 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--swap-every-s", type=float, default=None)
     parser.add_argument("--step-s", type=float, default=None, help="measured seconds per sweep step")
     parser.add_argument("--rate-factor", type=float, default=None, help="rate step of the sweeps")
+    parser.add_argument("--models", default="ctr,cnn", help="comma-separated: ctr, cnn")
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     return Settings(
         quick=quick,
         swaps=args.swaps or (2 if quick else 50),
-        swap_every_s=args.swap_every_s or (0.3 if quick else 2.0),
-        step_s=args.step_s or (0.2 if quick else 4.0),
+        swap_every_s=args.swap_every_s,
+        step_s=args.step_s,
         warmup_s=0.1 if quick else 1.0,
         rate_factor=args.rate_factor,
         fault_s=0.5 if quick else 15.0,
         out=args.out,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
     )
 
 
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None, *, only: Callable[[ModelPlan], bool] | N
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
         for plan in model_plans(settings.quick):
-            if only is not None and not only(plan):
+            if plan.name not in settings.models or (only is not None and not only(plan)):
                 continue
             outcome, prepared = asyncio.run(run_model(plan, settings, Path(tmp)))
             with contextlib.suppress(Exception):

@@ -87,6 +87,7 @@ class FaultResult:
 class Outcome:
     model: str
     bound_ms: float
+    swap_every_s: float
     swaps: dict[str, SoakResult]
     fault: FaultResult
     sweeps: dict[str, list[StepResult]]
@@ -261,8 +262,8 @@ def best_rate(steps: list[StepResult], bound_ms: float) -> StepResult | None:
 
 
 SWAP_HEADER = (
-    "| model | rate/s | swaps | steady p50 / p99 ms | swap-window p50 / p99 ms | p99 ratio | failed "
-    "| target |"
+    "| model | rate/s | swaps (every s) | steady p50 / p99 ms | swap-window p50 / p99 ms | p99 ratio "
+    "| failed | target |"
 )
 FAULT_HEADER = (
     "| model | rate/s | faults | retried requests | latency p50 clean / retried ms | overhead p50 clean ms "
@@ -283,7 +284,7 @@ def summarize(outcomes: list[Outcome], machine: str, started: str, command: str)
     lines += ["### Hot swap under load", "", SWAP_HEADER, "|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         for variant, soak in o.swaps.items():
-            lines.append(_swap_row(o.model, variant, soak))
+            lines.append(_swap_row(o.model, variant, soak, o.swap_every_s))
     lines += ["", "### One injected transient fault", "", FAULT_HEADER, "|---" * 10 + "|"]
     for o in outcomes:
         f = o.fault
@@ -309,17 +310,18 @@ def summarize(outcomes: list[Outcome], machine: str, started: str, command: str)
     return "\n".join(lines) + "\n"
 
 
-def _swap_row(model: str, variant: str, soak: SoakResult) -> str:
+def _swap_row(model: str, variant: str, soak: SoakResult, every_s: float) -> str:
     steady, swap = soak.phases.get("steady"), soak.phases.get("swap")
     swaps = sum(1 for m in soak.markers if m.kind == "released")
     if steady is None or swap is None:
         rate, failed = soak.step.rate_per_s, soak.step.failed
-        return f"| {model} ({variant}) | {rate:g} | {swaps} | - | - | - | {failed} | - |"
+        return f"| {model} ({variant}) | {rate:g} | {swaps} ({every_s:g}) | - | - | - | {failed} | - |"
     ratio = swap.summary.p99_ms / steady.summary.p99_ms if steady.summary.p99_ms else float("inf")
     failed = soak.step.failed
     return (
-        f"| {model} ({variant}) | {soak.step.rate_per_s:g} | {swaps} | {steady.summary.p50_ms:.2f} / "
-        f"{steady.summary.p99_ms:.2f} | {swap.summary.p50_ms:.2f} / {swap.summary.p99_ms:.2f} | "
+        f"| {model} ({variant}) | {soak.step.rate_per_s:g} | {swaps} ({every_s:g}) | "
+        f"{steady.summary.p50_ms:.2f} / {steady.summary.p99_ms:.2f} | "
+        f"{swap.summary.p50_ms:.2f} / {swap.summary.p99_ms:.2f} | "
         f"{ratio:.2f} | {failed} | {_yes(ratio <= SWAP_TARGET and failed == 0)} |"
     )
 

@@ -119,16 +119,9 @@ async def run_closed(
     recorder = StepRecorder()
     clock = pacing.clock
 
-    def done(offset: float, latency_ns: int | None, kind: str | None, reply: Reply | None) -> None:
-        if offset < spec.warmup_s:
-            return
-        if kind is not None:
-            recorder.failure(kind)
-        elif latency_ns is not None and reply is not None:
-            recorder.success(latency_ns, reply)
-
     total_s = spec.warmup_s + spec.duration_s
     start = clock.now()
+    done = _recording(recorder, spec.warmup_s, clock)
 
     async def worker(first: int) -> None:
         index = first
@@ -140,9 +133,8 @@ async def run_closed(
     counters = await _measure(
         target, workers, start=start, measure_from_s=spec.warmup_s, total_s=total_s, pacing=pacing
     )
-    return recorder.result(
-        spec.label, "closed", spec.duration_s, concurrency=spec.concurrency, counters=counters
-    )
+    duration_s = recorder.span_s(start + spec.warmup_s, spec.duration_s)
+    return recorder.result(spec.label, "closed", duration_s, concurrency=spec.concurrency, counters=counters)
 
 
 async def run_open(
@@ -151,15 +143,7 @@ async def run_open(
     """Run one open-loop step and return what it measured (latency from scheduled arrivals)."""
     pacing = pacing or Pacing()
     recorder = StepRecorder()
-
-    def done(offset: float, latency_ns: int | None, kind: str | None, reply: Reply | None) -> None:
-        if offset < spec.warmup_s:
-            return
-        if kind is not None:
-            recorder.failure(kind)
-        elif latency_ns is not None and reply is not None:
-            recorder.success(latency_ns, reply)
-
+    start = pacing.clock.now()
     counters = await open_loop(
         target,
         requests,
@@ -168,10 +152,26 @@ async def run_open(
         measure_from_s=spec.warmup_s,
         seed=spec.seed,
         max_outstanding=spec.max_outstanding,
-        done=done,
+        done=_recording(recorder, spec.warmup_s, pacing.clock),
         pacing=pacing,
     )
-    return recorder.result(spec.label, "open", spec.duration_s, rate_per_s=spec.rate_per_s, counters=counters)
+    duration_s = recorder.span_s(start + spec.warmup_s, spec.duration_s)
+    return recorder.result(spec.label, "open", duration_s, rate_per_s=spec.rate_per_s, counters=counters)
+
+
+def _recording(recorder: StepRecorder, warmup_s: float, clock: Clock) -> Done:
+    """A ``Done`` that records the measured requests (sent or scheduled after ``warmup_s``)."""
+
+    def done(offset: float, latency_ns: int | None, kind: str | None, reply: Reply | None) -> None:
+        if offset < warmup_s:
+            return
+        recorder.last_done_s = clock.now()
+        if kind is not None:
+            recorder.failure(kind)
+        elif latency_ns is not None and reply is not None:
+            recorder.success(latency_ns, reply)
+
+    return done
 
 
 async def open_loop(

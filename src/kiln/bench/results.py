@@ -94,7 +94,8 @@ class ServerSplit:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One load step: ``ok`` requests and ``errors`` by kind over ``duration_s`` of measurement.
+    """One load step: ``ok`` requests and ``errors`` by kind over ``duration_s`` of measurement
+    (the measured span, extended to the end of the last measured request when that came later).
 
     ``label`` names the step (``c=4``, ``500/s``); ``concurrency`` (closed loop) or ``rate_per_s``
     (open loop and soak) says what was offered. Latency is end to end as the client saw it; in an
@@ -175,6 +176,15 @@ class StepRecorder:
         self.ok = 0
         self.errors: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
+        self.last_done_s: float | None = None
+
+    def span_s(self, measure_from: float, duration_s: float) -> float:
+        """The step's measured duration: ``duration_s``, or longer when the last measured request
+        ended later (a server that fell behind finishes its backlog after the arrivals stop, and
+        its throughput is what it served over that whole span)."""
+        if self.last_done_s is None:
+            return duration_s
+        return max(duration_s, self.last_done_s - measure_from)
 
     def success(self, latency_ns: int, reply: Reply) -> None:
         self.ok += 1

@@ -200,6 +200,7 @@ class _SoakRecorder:
         targets = [self.total, window]
         if self.phase_of is not None:
             targets.append(self.phases.setdefault(self.phase_of(self.start + offset), StepRecorder()))
+        self.total.last_done_s = self.log.clock.now()
         for recorder in targets:
             if kind is not None:
                 recorder.failure(kind)
@@ -222,7 +223,8 @@ class _SoakRecorder:
             name: r.result(name, "soak", spec.duration_s, rate_per_s=rate)
             for name, r in sorted(self.phases.items())
         }
-        step = self.total.result(f"soak {rate:g}/s", "soak", spec.duration_s, rate_per_s=rate)
+        duration_s = self.total.span_s(self.start, spec.duration_s)
+        step = self.total.result(f"soak {rate:g}/s", "soak", duration_s, rate_per_s=rate)
         return SoakResult(step, spec.window_s, tuple(windows), self.log.markers(), phases)
 
 
