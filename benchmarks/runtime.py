@@ -83,6 +83,7 @@ class Settings:
     fault_s: float
     out: Path
     models: tuple[str, ...] = ("ctr", "cnn")
+    parts: tuple[str, ...] = ("swaps", "fault", "batching")
 
 
 def _config(instances: int, batch: int, delay_us: int) -> ModelConfig:
@@ -114,19 +115,23 @@ async def run_model(plan: ModelPlan, settings: Settings, root: Path) -> tuple[Ou
     prepared = prepare(plan.name, plan.size, root, max_batch_size=plan.config.batching.max_batch_size)
     print(f"[{plan.name}] engines ready: {len(prepared.artifacts)} versions", flush=True)
     swaps = {}
-    for variant, sizes in WARMUPS.items():
+    for variant, sizes in WARMUPS.items() if "swaps" in settings.parts else ():
         config = replace(plan.config, versions=replace(plan.config.versions, warmup_batch_sizes=sizes))
         swaps[variant] = await swap_soak(prepared, config, rate=plan.swap_rate, swaps=settings.swaps,
                                          every_s=settings.swap_every_s or plan.swap_every_s)  # fmt: skip
         print(f"[{plan.name}] swaps done ({variant})", flush=True)
-    fault = await fault_run(prepared, plan.config, rate=plan.fault_rate, duration_s=settings.fault_s)
-    print(f"[{plan.name}] fault done", flush=True)
+    fault = None
+    if "fault" in settings.parts:
+        fault = await fault_run(prepared, plan.config, rate=plan.fault_rate, duration_s=settings.fault_s)
+        print(f"[{plan.name}] fault done", flush=True)
     factor, step_s = settings.rate_factor or plan.factor, settings.step_s or plan.step_s
-    sweeps = await batching_sweep(
-        prepared, plan.config, bound_ms=plan.bound_ms, start_rate=plan.start_rate, max_rate=plan.max_rate,
-        factor=factor, step_s=step_s, warmup_s=settings.warmup_s,
-    )  # fmt: skip
-    print(f"[{plan.name}] sweeps done", flush=True)
+    sweeps = {}
+    if "batching" in settings.parts:
+        sweeps = await batching_sweep(
+            prepared, plan.config, bound_ms=plan.bound_ms, start_rate=plan.start_rate, max_rate=plan.max_rate,
+            factor=factor, step_s=step_s, warmup_s=settings.warmup_s,
+        )  # fmt: skip
+        print(f"[{plan.name}] sweeps done", flush=True)
     every_s = settings.swap_every_s or plan.swap_every_s
     return Outcome(plan.name, plan.bound_ms, every_s, swaps, fault, sweeps), prepared
 
@@ -147,7 +152,8 @@ def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, com
     report.write_json(out / "runtime.json")
     for o in outcomes:
         title = f"{o.model}: p99 vs throughput, batching vs one request per run"
-        plot_latency_throughput(o.sweeps, out / f"{o.model}-batching.png", title=title)
+        if o.sweeps:
+            plot_latency_throughput(o.sweeps, out / f"{o.model}-batching.png", title=title)
         for number, (variant, soak) in enumerate(o.swaps.items()):
             title = f"{o.model}: latency over time, a new version every {o.swap_every_s:g} s ({variant})"
             plot_timeline(soak, out / f"{o.model}-swaps-{number + 1}.png", title=title)
@@ -167,6 +173,9 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--step-s", type=float, default=None, help="measured seconds per sweep step")
     parser.add_argument("--rate-factor", type=float, default=None, help="rate step of the sweeps")
     parser.add_argument("--models", default="ctr,cnn", help="comma-separated: ctr, cnn")
+    parser.add_argument(
+        "--parts", default="swaps,fault,batching", help="comma-separated: swaps, fault, batching"
+    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
     return Settings(
@@ -179,6 +188,7 @@ def parse(argv: list[str] | None) -> Settings:
         fault_s=0.5 if quick else 15.0,
         out=args.out,
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
     )
 
 

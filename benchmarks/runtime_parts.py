@@ -53,7 +53,7 @@ class Prepared:
     def factory(self, index: int) -> Callable[[], Engine]:
         artifact = self.artifacts[index % len(self.artifacts)]
         backend = self.backend
-        return lambda: backend.load(artifact)  # type: ignore[attr-defined, no-any-return]
+        return lambda: backend.load(artifact)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.artifacts.clear()
@@ -89,7 +89,7 @@ class Outcome:
     bound_ms: float
     swap_every_s: float
     swaps: dict[str, SoakResult]
-    fault: FaultResult
+    fault: FaultResult | None
     sweeps: dict[str, list[StepResult]]
 
 
@@ -288,6 +288,8 @@ def summarize(outcomes: list[Outcome], machine: str, started: str, command: str)
     lines += ["", "### One injected transient fault", "", FAULT_HEADER, "|---" * 10 + "|"]
     for o in outcomes:
         f = o.fault
+        if f is None:
+            continue
         lines.append(
             f"| {o.model} | {f.rate:g} | {f.faults} | {f.retried.count} | {f.clean.percentile_ms(50):.2f} / "
             f"{f.retried.percentile_ms(50):.2f} | {f.clean_overhead.percentile_ms(50):.2f} | "

@@ -51,6 +51,7 @@ class KServeTarget:
         self.url, self.model, self.protocol, self.version = url, model, protocol, version
         self._client: Any = None
         self._specs: tuple[TensorSpec, ...] = ()
+        self._outputs: list[Any] | None = None
 
     @property
     def description(self) -> str:
@@ -96,6 +97,9 @@ class KServeTarget:
                     fix=f"it serves: {', '.join(served) or 'no models'}",
                 )
             ) from None
+        if self.protocol == "http":  # ask for outputs in binary too, not as JSON lists
+            names = [str(o.get("name")) for o in meta.get("outputs", [])]
+            self._outputs = [self._module().InferRequestedOutput(n, binary_data=True) for n in names] or None
         return parse_inputs(meta)
 
     async def _call(self, name: str, *args: object) -> Any:
@@ -123,7 +127,7 @@ class KServeTarget:
                 tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         try:
-            await self._client.infer(self.model, tensors, model_version=self.version)
+            await self._client.infer(self.model, tensors, model_version=self.version, outputs=self._outputs)
         except Exception as exc:
             raise RequestFailed(status_kind(exc, self.protocol), _first_line(exc)) from None
         return Reply()

@@ -26,13 +26,13 @@ MARKER_STYLES = {"active": ("tab:red", "version swapped"), "fault": ("tab:purple
 def plot_latency_throughput(
     variants: Mapping[str, Sequence[StepResult]], path: Path, *, title: str, percentile: float = 99.0
 ) -> Path:
-    """One line per variant through its steps (x throughput, y the latency percentile)."""
+    """One line per variant through its steps in the order of the load offered (x throughput, y the
+    latency percentile): past saturation the line bends back, as throughput stops growing."""
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     values: list[float] = []
     for name, steps in _lines(variants).items():
-        points = sorted(
-            (s.throughput_per_s, s.latency.percentile_ms(percentile), s.label) for s in steps if s.ok > 0
-        )
+        ordered = sorted((s for s in steps if s.ok > 0), key=lambda s: s.rate_per_s or s.concurrency or 0)
+        points = [(s.throughput_per_s, s.latency.percentile_ms(percentile), s.label) for s in ordered]
         if not points:
             continue
         xs, ys = [p[0] for p in points], [p[1] for p in points]

@@ -14,17 +14,18 @@ from typing import Literal, TypeAlias
 
 from kiln.bench.engines import obtain_bench_engine
 from kiln.bench.inputs import RequestPool
-from kiln.bench.kserve import KServeTarget
+from kiln.bench.kserve import PROTOCOLS, KServeTarget
 from kiln.bench.kserve import Protocol as WireProtocol
 from kiln.bench.report import BenchReport
 from kiln.bench.runner import BenchPlan, BenchProgress, run_bench
 from kiln.bench.targets import EngineTarget, RuntimeTarget, Target
-from kiln.compile.spec import BuildSpec, Precision
+from kiln.compile.spec import PRECISIONS, BuildSpec, Precision
 from kiln.errors import ConfigError, describe
 from kiln.runtime import BatchingConfig, ModelConfig, Runtime, VersionState
 from kiln.types import TensorSpec
 
 Mode: TypeAlias = Literal["runtime", "engine"]
+MODES: tuple[Mode, ...] = ("runtime", "engine")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ class BenchSetup:
                     fix="give --url (a KServe v2 server) or --engine (a model run in-process)",
                 )
             )
+        for name, value, allowed in (
+            ("--mode", self.mode, MODES),
+            ("--protocol", self.protocol, PROTOCOLS),
+            ("--precision", self.precision, PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    describe(f"unknown {name}", seen=value, fix=f"use one of {', '.join(allowed)}")
+                )
         if self.url is not None and not self.model:
             raise ConfigError(describe("--model is required with --url", fix="name the served model"))
         if self.precision == "int8":

@@ -75,6 +75,9 @@ def test_bad_options_exit_2(server: str, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["bench", "--url", server, "--model", "add", "--concurrency", "a,b", *SHORT])
     assert bad.exit_code == 2
     assert "bad concurrency list" in bad.output
+    mode = runner.invoke(app, ["bench", "--engine", str(tmp_path / "none.onnx"), "--mode", "fast", *SHORT])
+    assert mode.exit_code == 2
+    assert "unknown --mode (seen: fast); use one of runtime, engine" in mode.output
     missing = runner.invoke(app, ["bench", "--engine", str(tmp_path / "none.onnx"), *SHORT])
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
