@@ -37,15 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runtime_parts import (
-    Outcome,
-    Prepared,
-    batching_sweep,
-    fault_run,
-    prepare,
-    summarize,
-    swap_soak,
-)
+from runtime_parts import Outcome, Prepared, batching_sweep, fault_run, prepare, swap_soak
+from runtime_summary import summarize
 
 from kiln.bench import BenchReport, describe_machine, render_markdown
 from kiln.bench.plots import plot_latency_throughput, plot_timeline
