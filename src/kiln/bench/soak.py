@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from kiln._clock import Clock
 from kiln.bench.inputs import RequestPool
 from kiln.bench.load import Pacing, _check, open_loop
-from kiln.bench.results import Reply, StepRecorder, StepResult
+from kiln.bench.results import Reply, ServerCounters, StepRecorder, StepResult
 from kiln.bench.targets import Target
 
 
@@ -210,7 +210,7 @@ class _SoakRecorder:
             self.version = reply.version
             self.log.mark("serving", f"serving version {reply.version}")
 
-    def result(self, spec: Soak) -> SoakResult:
+    def result(self, spec: Soak, counters: ServerCounters | None = None) -> SoakResult:
         rate = spec.rate_per_s
         windows = []
         for index in sorted(self.windows):
@@ -224,7 +224,7 @@ class _SoakRecorder:
             for name, r in sorted(self.phases.items())
         }
         duration_s = self.total.span_s(self.start, spec.duration_s)
-        step = self.total.result(f"soak {rate:g}/s", "soak", duration_s, rate_per_s=rate)
+        step = self.total.result(f"soak {rate:g}/s", "soak", duration_s, rate_per_s=rate, counters=counters)
         return SoakResult(step, spec.window_s, tuple(windows), self.log.markers(), phases)
 
 
@@ -245,7 +245,7 @@ async def run_soak(
     start = pacing.clock.now()
     log.restart()
     recorder = _SoakRecorder(spec, start, log, phase_of)
-    await open_loop(
+    counters = await open_loop(
         target,
         requests,
         rate_per_s=spec.rate_per_s,
@@ -256,4 +256,4 @@ async def run_soak(
         done=recorder,
         pacing=pacing,
     )
-    return recorder.result(spec)
+    return recorder.result(spec, counters)

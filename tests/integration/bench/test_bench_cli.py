@@ -36,6 +36,8 @@ def test_against_a_server_with_every_output(server: str, tmp_path: Path) -> None
     assert [s["label"] for s in steps] == ["c=1", "c=2", "50/s"]
     assert all(s["failed"] == 0 and s["ok"] > 0 for s in steps)
     assert steps[0]["split"]["source"] == "server-stats"
+    soak = next(iter(report["soaks"].values()))
+    assert soak["step"]["split"]["source"] == "server-stats"
     assert "| c=2 |" in (out / "r.md").read_text()
     assert (out / "r.png").stat().st_size > 10_000
     assert (out / "r-soak.png").stat().st_size > 10_000
