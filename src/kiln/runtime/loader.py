@@ -133,7 +133,7 @@ def build_version(
         _fail(lifecycle, "does not fit the model: " + "; ".join(problems), version)
         return None
     lifecycle.move(VersionState.WARMING)
-    sizes = warmup_sizes(
+    sizes = version.config.versions.warmup_batch_sizes or warmup_sizes(
         version.config.batching.preferred_batch_sizes, version.config.batching.max_batch_size
     )
     sizes = sizes if version.batchable else (1,)
