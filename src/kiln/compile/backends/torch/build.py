@@ -139,9 +139,9 @@ def build_engine(
 
 
 def _host_initializers(model: onnx.ModelProto) -> dict[str, bytes]:
-    from kiln.compile.backends.torch.onnx_module import _is_host
+    from kiln.compile.backends.torch.onnx_graph import is_host_initializer
 
-    return {t.name: t.SerializeToString() for t in model.graph.initializer if _is_host(t)}
+    return {t.name: t.SerializeToString() for t in model.graph.initializer if is_host_initializer(t)}
 
 
 def refit_engine(artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:

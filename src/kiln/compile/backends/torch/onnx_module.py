@@ -27,11 +27,10 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from kiln.compile.backends.torch.onnx_graph import attribute, constant_tensor, host_value, is_host_initializer
 from kiln.compile.backends.torch.onnx_ops import OPS, TorchOpSupport, node_problem
 from kiln.compile.backends.torch.ops_math import Op
 from kiln.compile.backends.torch.values import (
-    HOST_MAX_ELEMENTS,
-    INT_TYPES,
     ONNX_FLOAT,
     Ctx,
     Value,
@@ -185,8 +184,8 @@ def convert_onnx(model: onnx.ModelProto, options: ConvertOptions | None = None) 
     _check_keep(graph, options)
     steps, constants = _steps(graph, opset, options)
     initializers = [*graph.initializer, *constants]
-    host = {t.name: _host_value(t) for t in initializers if _is_host(t)}
-    weights = _weights([t for t in initializers if not _is_host(t)], steps, options)
+    host = {t.name: host_value(t) for t in initializers if is_host_initializer(t)}
+    weights = _weights([t for t in initializers if not is_host_initializer(t)], steps, options)
     init_names = {t.name for t in graph.initializer}
     inputs = [(v.name, v.type.tensor_type.elem_type) for v in graph.input if v.name not in init_names]
     outputs = [(v.name, v.type.tensor_type.elem_type) for v in graph.output]
@@ -225,10 +224,10 @@ def _steps(graph: onnx.GraphProto, opset: int, options: ConvertOptions) -> tuple
     for index, node in enumerate(graph.node):
         label = f"node {node.name or f'#{index}'} ({node.op_type})"
         if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS:
-            constants.append(_constant_tensor(node))
+            constants.append(constant_tensor(node))
             continue
         reason = support.unsupported(node.domain, node.op_type, opset)
-        attrs = {a.name: _attribute(a) for a in node.attribute}
+        attrs = {a.name: attribute(a) for a in node.attribute}
         if reason is None and any(a.type in (5, 10) for a in node.attribute):  # GRAPH, GRAPHS
             reason = "control flow (subgraphs) is not supported"
         reason = reason or node_problem(node.op_type, attrs, len(node.input), len(node.output))
@@ -253,50 +252,6 @@ def _steps(graph: onnx.GraphProto, opset: int, options: ConvertOptions) -> tuple
             )
         )
     return steps, constants
-
-
-def _attribute(attr: onnx.AttributeProto) -> Any:
-    if attr.type == onnx.AttributeProto.TENSOR:
-        return numpy_helper.to_array(attr.t), attr.t.data_type
-    value = onnx.helper.get_attribute_value(attr)
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, list) and value and isinstance(value[0], bytes):
-        return [v.decode() for v in value]
-    return value
-
-
-def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto:
-    attr = node.attribute[0]
-    name = node.output[0]
-    if attr.name == "value":
-        tensor = onnx.TensorProto()
-        tensor.CopyFrom(attr.t)
-        tensor.name = name
-        return tensor
-    value = onnx.helper.get_attribute_value(attr)
-    kinds = {
-        "value_float": np.float32,
-        "value_floats": np.float32,
-        "value_int": np.int64,
-        "value_ints": np.int64,
-    }
-    if attr.name not in kinds:
-        raise BuildError(
-            describe(f"Constant node {node.name!r} has an unsupported attribute", seen=attr.name)
-        )
-    return numpy_helper.from_array(np.asarray(value, dtype=kinds[attr.name]), name)
-
-
-def _is_host(tensor: onnx.TensorProto) -> bool:
-    count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    return tensor.data_type in INT_TYPES | {9} and count <= HOST_MAX_ELEMENTS
-
-
-def _host_value(tensor: onnx.TensorProto) -> Value:
-    array = numpy_helper.to_array(tensor)
-    items = array.reshape(-1).tolist()
-    return items if array.ndim else items[0]
 
 
 def _weights(

@@ -129,12 +129,12 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     initializers that shape arithmetic reads."""
     import onnx
 
-    from kiln.compile.backends.torch.onnx_module import _is_host
+    from kiln.compile.backends.torch.onnx_graph import is_host_initializer
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     for tensor in copy.graph.initializer:
-        if not _is_host(tensor):
+        if not is_host_initializer(tensor):
             dims, data_type, name = list(tensor.dims), tensor.data_type, tensor.name
             tensor.Clear()
             tensor.name, tensor.data_type = name, data_type
