@@ -156,11 +156,16 @@ class ModelConfig:
         num_instances: execution instances of the primary engine, each on its own worker thread;
             also the number of batches of one version that run at the same time.
         num_fallback_instances: instances of the fallback engine, when a version has one.
+        max_memory_bytes: budget for everything the model's resident versions hold (their
+            engines' ``memory_bytes()``: weights, instance buffers, captured graphs); a version
+            that would exceed it fails to load with a message naming the sizes. ``None``: no
+            budget. A hot swap holds two versions at once, so give twice one version's size.
         batching / retry / fallback / versions: see each class.
     """
 
     num_instances: int = 1
     num_fallback_instances: int = 1
+    max_memory_bytes: int | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
@@ -178,3 +183,4 @@ class ModelConfig:
                     fix="warm up on sizes the model serves",
                 )
             )
+        _check_positive("max_memory_bytes", self.max_memory_bytes)
