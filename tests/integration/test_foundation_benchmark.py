@@ -26,12 +26,12 @@ def test_quick_run_writes_every_table_and_number(tmp_path: Path) -> None:
     results = json.loads((out / "foundation.json").read_text())
     assert [m["name"] for m in results["models"]] == ["ctr", "cnn"]
     for model in results["models"]:
-        assert set(model["speed"]) == {"fp32 unoptimized", "kiln fp32", "kiln int8"}
+        assert set(model["speed"]) == {"fp32 unoptimized", "kiln fp32", "kiln int8", "kiln int8, spinning"}
         for speed in model["speed"].values():
             assert speed["b1_p50_ms"] > 0
             assert speed["b1_p99_ms"] >= speed["b1_p50_ms"]
             assert speed["b32_samples_per_s"] > 0
-        assert set(model["accuracy"]) == {"kiln fp32", "kiln int8"}
+        assert set(model["accuracy"]) == {"kiln fp32", "kiln int8", "kiln int8, spinning"}
         builds = model["builds"]
         assert builds["paths"] == {"full": "build", "hit": "hit", "update": "calibration-reuse"}
         assert builds["hit_ratio"] > 0

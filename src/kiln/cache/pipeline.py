@@ -1,11 +1,11 @@
 """build_engine: one call from a model file to a cached, accuracy-checked engine.
 
 The entry point ``kiln build`` calls, and the model repository and release gates after it. It
-loads and validates the model for the chosen backend, reads and checks the calibration and
-validation samples against the model's inputs, then lets :func:`kiln.cache.builder.obtain_engine`
-decide between a cache hit, a weight-only update (refit, or a rebuild reusing the stored
-calibration) and a full build, with :class:`kiln.cache.verify.AccuracyVerifier` as the check every
-new engine must pass. Every input problem is raised before the cache is touched.
+loads and validates the model for the chosen backend, checks the profiles against the model's
+inputs, then lets :func:`kiln.cache.builder.obtain_engine` decide between a cache hit, a
+weight-only update (refit, or a rebuild reusing the stored calibration) and a full build, with
+:class:`kiln.cache.verify.AccuracyVerifier` as the check every new engine must pass. Samples are
+read when first needed (:mod:`kiln.cache.build_samples`): a hit reads none.
 """
 
 from __future__ import annotations
@@ -14,21 +14,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln.cache.build_samples import BuildSamples, SampleSource
 from kiln.cache.builder import BuildReport, obtain_engine
 from kiln.cache.store import EngineStore
-from kiln.cache.verify import AccuracyVerifier, CheckSamples, SamplesFrom, check_batch_size
-from kiln.compile.backends.base import Backend, Progress, SupportsModelLimits
-from kiln.compile.data import STRATIFY_KEY, SampleSet, check_samples, load_samples, select_samples
+from kiln.cache.verify import AccuracyVerifier
+from kiln.compile.backends.base import (
+    Backend,
+    BuildOutput,
+    EngineArtifact,
+    Progress,
+    SupportsModelLimits,
+    Target,
+)
 from kiln.compile.registry import create_backend
-from kiln.compile.spec import BuildSpec, CalibrationSpec
+from kiln.compile.spec import BuildSpec
 from kiln.errors import ConfigError, describe
 from kiln.model.load import load_model
 from kiln.model.source import ModelSource
 from kiln.model.validate import ModelLimits
 from kiln.types import TensorSpec
-
-SampleSource = Path | SampleSet
-"""A folder (or one ``.npz`` file) of samples, or samples already in memory."""
 
 DEFAULT_MAX_CHECK_SAMPLES = 10_000
 
@@ -70,19 +74,26 @@ class BuildRequest:
 def build_engine(request: BuildRequest) -> BuildReport:
     """Obtain the engine ``request`` describes: from the cache, by a weight-only update, or built.
 
-    Raises, before the cache is touched: ``ConfigError`` (unavailable backend, calibration or
-    validation samples that do not fit the model, profiles that do not fit it, int8 without
-    calibration, an accuracy bound without samples to check it on), ``ModelError`` (the model
+    Raises, before the cache is touched: ``ConfigError`` (unavailable backend, profiles that do
+    not fit the model, int8 without calibration, a sample path that does not exist or holds no
+    ``.npz`` files, an accuracy bound without samples to check it on), ``ModelError`` (the model
     file: not ONNX, truncated, checker failures, unsupported ops, external data, absurd dims, IR
-    version too new). While building: ``AccuracyError`` (the engine is not stored), ``BuildError``,
-    ``CacheBusy``. The report says which path was taken and carries the accuracy measured.
+    version too new). While building, with nothing stored: ``ConfigError`` (samples whose content
+    does not fit the model), ``AccuracyError``, ``BuildError``; ``CacheBusy`` when another builder
+    holds the engine too long. The report says which path was taken and the accuracy measured.
     """
     spec = request.spec
     backend = _backend(spec.backend)
     source = load_model(request.model, limits=_limits(backend), op_support=backend.op_support())
     check_profiles(spec, source.inputs)
-    samples = _calibration(request, source)
-    check = _check_samples(request, source, samples)
+    samples = BuildSamples(
+        spec,
+        source.inputs,
+        calibration=request.calibration,
+        validation=request.validation,
+        max_check_samples=request.max_check_samples,
+    )
+    check = samples.check_samples()
     if check is None and spec.max_accuracy_drop is not None:
         raise ConfigError(
             describe(
@@ -98,21 +109,50 @@ def build_engine(request: BuildRequest) -> BuildReport:
     return obtain_engine(
         source,
         spec,
-        backend,
+        CalibrationOnDemand(backend, samples),
         store,
-        calibration=_drawn_for_calibration(samples, spec),
         verify=verify,
         progress=request.progress,
         lock_timeout_s=request.lock_timeout_s,
     )
 
 
-def _drawn_for_calibration(samples: SampleSet | None, spec: BuildSpec) -> SampleSet | None:
-    """The calibration samples int8 uses: ``num_samples`` of them, stratified when asked."""
-    if samples is None or spec.precision != "int8":
-        return None
-    cal = spec.calibration or CalibrationSpec()
-    return select_samples(samples, cal.num_samples, stratify=cal.stratify_by is not None, seed=cal.seed)
+class CalibrationOnDemand:
+    """The backend, handed the calibration samples only when it calibrates (a full int8 build or a
+    recalibration); a hit, a refit or a build reusing a stored calibration table never reads them.
+    """
+
+    def __init__(self, backend: Backend, samples: BuildSamples) -> None:
+        self.name = backend.name
+        self._backend = backend
+        self._samples = samples
+
+    def target(self) -> Target:
+        return self._backend.target()
+
+    def build(
+        self,
+        source: ModelSource,
+        spec: BuildSpec,
+        out_dir: Path,
+        *,
+        calibration: object | None = None,
+        calibration_cache: Path | None = None,
+        progress: Progress | None = None,
+    ) -> BuildOutput:
+        if calibration is None and calibration_cache is None and spec.precision == "int8":
+            calibration = self._samples.drawn_for_calibration()
+        return self._backend.build(
+            source,
+            spec,
+            out_dir,
+            calibration=calibration,
+            calibration_cache=calibration_cache,
+            progress=progress,
+        )
+
+    def refit(self, artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:
+        return self._backend.refit(artifact, source, out_dir)
 
 
 def _backend(name: str) -> Backend:
@@ -180,115 +220,3 @@ def _example_profile(tensor: TensorSpec) -> str:
         return "x".join(str(d) for d in dims)
 
     return f"{tensor.name}:{shape(1)},{shape(8)},{shape(32)}"
-
-
-def _calibration(request: BuildRequest, source: ModelSource) -> SampleSet | None:
-    spec = request.spec
-    if request.calibration is None:
-        if spec.precision == "int8":
-            raise ConfigError(
-                describe(
-                    "int8 needs calibration data and none was given",
-                    fix="pass --calibration DIR: a folder of .npz files with one array per model input "
-                    f"({_inputs(source.inputs)})",
-                )
-            )
-        return None
-    cal = spec.calibration or CalibrationSpec()
-    samples = _read(request.calibration, key_name=cal.stratify_by or STRATIFY_KEY)
-    check_samples(samples, source.inputs, what="calibration")
-    if cal.stratify_by is not None and samples.keys is None:
-        raise ConfigError(
-            describe(
-                f"calibration is stratified by {cal.stratify_by!r} but the samples hold no such array",
-                seen=sorted(samples.inputs),
-                fix=f"save one {cal.stratify_by!r} value per sample in the .npz files, or drop --stratify-by",
-            )
-        )
-    _check_within_profiles(samples, request.spec, what="calibration")
-    return samples
-
-
-def _check_samples(
-    request: BuildRequest, source: ModelSource, calibration: SampleSet | None
-) -> CheckSamples | None:
-    """The samples new engines are checked on; read lazily (a cache hit never needs them)."""
-    if request.validation is None:
-        if calibration is None:
-            return None
-        return CheckSamples(lambda: _fit(calibration, request), "calibration")
-    validation = request.validation
-    if isinstance(validation, Path):
-        _check_sample_path(validation, what="validation")
-    samples_from: SamplesFrom = "validation"
-
-    def load() -> SampleSet:
-        samples = _read(validation, key_name=STRATIFY_KEY)
-        check_samples(samples, source.inputs, what="validation")
-        _check_within_profiles(samples, request.spec, what="validation")
-        return _fit(samples, request)
-
-    return CheckSamples(load, samples_from)
-
-
-def _check_sample_path(path: Path, *, what: str) -> None:
-    """The cheap part of reading samples, done before anything is built: the path exists and a
-    folder holds ``.npz`` files (their content is checked when first read)."""
-    if not path.exists():
-        raise ConfigError(
-            describe(f"{what} path does not exist", seen=str(path), fix="give a folder or .npz")
-        )
-    if path.is_dir() and not any(p.suffix == ".npz" for p in path.iterdir()):
-        raise ConfigError(
-            describe(f"{what} folder {path} holds no .npz files", fix="put .npz files (numpy.savez) in it")
-        )
-
-
-def _read(source: SampleSource, *, key_name: str) -> SampleSet:
-    if isinstance(source, SampleSet):
-        return source
-    return load_samples(Path(source), key_name=key_name)
-
-
-def _fit(samples: SampleSet, request: BuildRequest) -> SampleSet:
-    """At most ``max_check_samples``, trimmed to whole batches when a profile's smallest batch
-    would refuse the last, partial one."""
-    samples = select_samples(samples, request.max_check_samples)
-    spec = request.spec
-    smallest = max((p.min[0] for p in spec.profiles if p.min), default=1)
-    batch = check_batch_size(spec.max_batch_size, spec.profiles)
-    tail = len(samples) % batch
-    if 0 < tail < smallest:
-        if len(samples) - tail == 0:
-            raise ConfigError(
-                describe(
-                    f"the profiles need batches of at least {smallest} samples",
-                    seen=f"{len(samples)} samples",
-                    fix=f"give at least {smallest} samples",
-                )
-            )
-        samples = samples.take(range(len(samples) - tail))
-    return samples
-
-
-def _check_within_profiles(samples: SampleSet, spec: BuildSpec, *, what: str) -> None:
-    """``ConfigError`` when a sample's non-batch dims fall outside its input's profile."""
-    for profile in spec.profiles:
-        array = samples.inputs.get(profile.input)
-        if array is None or array.ndim != len(profile.min):
-            continue
-        per_sample = tuple(int(d) for d in array.shape[1:])
-        if not all(
-            lo <= d <= hi for lo, d, hi in zip(profile.min[1:], per_sample, profile.max[1:], strict=True)
-        ):
-            raise ConfigError(
-                describe(
-                    f"{what} samples of input {profile.input!r} have shape {list(array.shape)}, "
-                    f"outside the profile {list(profile.min)}..{list(profile.max)}",
-                    fix="widen the profile or give samples of an allowed shape",
-                )
-            )
-
-
-def _inputs(specs: Sequence[TensorSpec]) -> str:
-    return ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs)

@@ -94,6 +94,9 @@ class BuildOptions(BaseModel):
         description="Samples the engine is checked on against the fp32 model (same format as "
         "--calibration). Default: the calibration samples.",
     )
+    max_check_samples: int = Field(
+        10_000, ge=1, le=10_000_000, description="Validation samples run per accuracy check, at most."
+    )
     task: Task = Field(
         "none",
         description="What the output means, for the accuracy figure: classifier (top-1 agreement), ctr "
@@ -153,6 +156,7 @@ class BuildOptions(BaseModel):
             validation=self.validation,
             cache=self.cache_dir,
             progress=progress,
+            max_check_samples=self.max_check_samples,
             lock_timeout_s=self.wait_s,
         )
 
@@ -188,6 +192,7 @@ def build_command(
     per_channel: Annotated[bool, typer.Option("--per-channel", help=_help("per_channel"))] = False,
     max_batch_size: Annotated[int, typer.Option(help=_help("max_batch_size"))] = 32,
     validation: Annotated[Path | None, typer.Option(help=_help("validation"), show_default=False)] = None,
+    max_check_samples: Annotated[int, typer.Option(help=_help("max_check_samples"))] = 10_000,
     task: Annotated[Task, typer.Option(help=_help("task"))] = "none",
     max_accuracy_drop: Annotated[
         float | None, typer.Option(help=_help("max_accuracy_drop"), show_default=False)

@@ -6,6 +6,7 @@ import typer
 
 from kiln import __version__
 from kiln.cli._shell import configure_logging
+from kiln.cli.bench import bench
 from kiln.cli.build import build_command
 from kiln.cli.cache import app as cache_app
 from kiln.cli.demo import demo_command
@@ -31,6 +32,7 @@ app.command("demo")(demo_command)
 app.add_typer(cache_app, name="cache")
 app.command("serve")(serve_command)
 app.command("usage")(usage_command)
+app.command("bench")(bench)
 
 
 @app.command()

@@ -18,11 +18,11 @@ def create_backend(name: str) -> Backend:
 
         return OnnxRuntimeBackend()
     if name == "torch":
-        from kiln.compile.backends.torch import TorchBackend  # type: ignore[import-not-found]
+        from kiln.compile.backends.torch import TorchBackend
 
-        return TorchBackend()  # type: ignore[no-any-return]
+        return TorchBackend()
     if name == "tensorrt":
-        from kiln.compile.backends.tensorrt import TensorRTBackend  # type: ignore[import-not-found]
+        from kiln.compile.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend()  # type: ignore[no-any-return]
+        return TensorRTBackend()
     raise ConfigError(describe("unknown backend", seen=name, fix=f"use one of {', '.join(BACKEND_NAMES)}"))

@@ -31,8 +31,8 @@ def checker_problems(model: Any, path: Path | None) -> list[Problem]:
     otherwise through ``path`` (the checker then reads the file, not the external data), whose
     external-data locations the caller has already confined to the model's folder.
     """
-    target: Any = model
-    if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF or any(is_external(t) for t in tensors(model)):
+    target: Any = None if any(is_external(t) for t in tensors(model)) else _serialized(model)
+    if target is None:
         if path is None:
             return [
                 Problem(
@@ -51,6 +51,16 @@ def checker_problems(model: Any, path: Path | None) -> list[Problem]:
     except (ValueError, OSError) as exc:
         return [Problem("model", f"cannot be checked: {exc}", _FIX_CHECKER)]
     return []
+
+
+def _serialized(model: Any) -> bytes | None:
+    """The model's bytes, serialized once for the checker, or ``None`` past protobuf's 2 GiB.
+    (Asking ``ByteSize()`` first would cost as much as serializing.)"""
+    try:
+        data: bytes = model.SerializeToString()
+    except ValueError:  # protobuf refuses messages over 2 GiB
+        return None
+    return data if len(data) <= onnx.checker.MAXIMUM_PROTOBUF else None
 
 
 def _shape_problems(message: str) -> list[Problem]:

@@ -117,17 +117,35 @@ class VersionPolicy:
             requests still queued for it after that fail with ``NotReady``.
         check_finite: fail a new version whose warm-up outputs hold NaN or Inf.
         rollback_depth: earlier versions remembered for ``rollback()``.
+        warmup_batch_sizes: the batch sizes a new version is warmed up and checked on. ``None``
+            (the default): 1, every preferred size and ``max_batch_size``, which engines that
+            prepare each shape on first use (TensorRT profiles, CUDA graphs) need. Engines whose
+            first run at a new size costs no more than the next (ONNX Runtime on CPU) can warm up
+            on ``(1,)`` alone: a swap then costs one small run instead of a run of every size,
+            which on a CPU the serving version feels as lost cores.
     """
 
     max_loaded_versions: int = 1
     drain_timeout_s: float = 30.0
     check_finite: bool = True
     rollback_depth: int = 8
+    warmup_batch_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_range("max_loaded_versions", self.max_loaded_versions, 1, 16)
         _check_positive("drain_timeout_s", self.drain_timeout_s)
         _check_range("rollback_depth", self.rollback_depth, 1, 1024)
+        sizes = self.warmup_batch_sizes
+        if sizes is not None:
+            if not sizes or len(set(sizes)) != len(sizes) or any(size < 1 for size in sizes):
+                raise ConfigError(
+                    describe(
+                        "warmup_batch_sizes must be distinct sizes >= 1",
+                        seen=list(sizes),
+                        fix="e.g. (1,), or None for every batch size the model serves",
+                    )
+                )
+            object.__setattr__(self, "warmup_batch_sizes", tuple(sorted(sizes)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +156,16 @@ class ModelConfig:
         num_instances: execution instances of the primary engine, each on its own worker thread;
             also the number of batches of one version that run at the same time.
         num_fallback_instances: instances of the fallback engine, when a version has one.
+        max_memory_bytes: budget for everything the model's resident versions hold (their
+            engines' ``memory_bytes()``: weights, instance buffers, captured graphs); a version
+            that would exceed it fails to load with a message naming the sizes. ``None``: no
+            budget. A hot swap holds two versions at once, so give twice one version's size.
         batching / retry / fallback / versions: see each class.
     """
 
     num_instances: int = 1
     num_fallback_instances: int = 1
+    max_memory_bytes: int | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
@@ -151,3 +174,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_range("num_instances", self.num_instances, 1, MAX_INSTANCES)
         _check_range("num_fallback_instances", self.num_fallback_instances, 1, MAX_INSTANCES)
+        sizes = self.versions.warmup_batch_sizes
+        if sizes is not None and sizes[-1] > self.batching.max_batch_size:
+            raise ConfigError(
+                describe(
+                    f"warmup batch size {sizes[-1]} exceeds max_batch_size {self.batching.max_batch_size}",
+                    seen=list(sizes),
+                    fix="warm up on sizes the model serves",
+                )
+            )
+        _check_positive("max_memory_bytes", self.max_memory_bytes)

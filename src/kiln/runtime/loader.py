@@ -21,6 +21,7 @@ from kiln.runtime.checks import GoldenSet, check_outputs, compare_golden, warmup
 from kiln.runtime.engine import LoadedVersion
 from kiln.runtime.fallback import Route
 from kiln.runtime.lifecycle import VersionLifecycle, VersionState, VersionStatus
+from kiln.runtime.memory import budget_problem
 from kiln.types import Array
 
 log = logging.getLogger("kiln.runtime")
@@ -116,8 +117,12 @@ def build_version(
     make: Callable[[Engine, Engine | None], LoadedVersion],
     *,
     check_finite: bool,
+    resident_bytes: Callable[[], int] | None = None,
 ) -> LoadedVersion | None:
-    """LOADING -> WARMING -> READY; ``None`` (and FAILED with the reason) when a step fails."""
+    """LOADING -> WARMING -> READY; ``None`` (and FAILED with the reason) when a step fails.
+
+    ``resident_bytes`` reports what the model's other resident versions hold, for the memory budget
+    (``ModelConfig.max_memory_bytes``), checked after loading and again after the warm-up."""
     engines: list[Engine] = []
     try:
         engines.append(resolve_engine(source.engine))
@@ -128,12 +133,12 @@ def build_version(
         _close_engines(engines)
         _fail(lifecycle, f"load failed: {type(exc).__name__}: {exc}", None)
         return None
-    problems = fit_problems(version)
+    problems = fit_problems(version) + _budget(version, "for its engines", resident_bytes)
     if problems:
         _fail(lifecycle, "does not fit the model: " + "; ".join(problems), version)
         return None
     lifecycle.move(VersionState.WARMING)
-    sizes = warmup_sizes(
+    sizes = version.config.versions.warmup_batch_sizes or warmup_sizes(
         version.config.batching.preferred_batch_sizes, version.config.batching.max_batch_size
     )
     sizes = sizes if version.batchable else (1,)
@@ -143,6 +148,7 @@ def build_version(
         _fail(lifecycle, f"warm-up failed: {type(exc).__name__}: {exc}", version)
         return None
     problems = _warmup_problems(version, sizes, warm, check_finite)
+    problems = problems or _budget(version, "with its instances warmed up", resident_bytes)
     if not problems and source.golden is not None:
         problems = _golden_problems(version, source.golden)
     if problems:
@@ -173,6 +179,21 @@ def fit_problems(version: LoadedVersion) -> list[str]:
         if want != got:
             problems.append(f"fallback signature {got} differs from the primary's {want}")
     return problems
+
+
+def _budget(version: LoadedVersion, stage: str, resident_bytes: Callable[[], int] | None) -> list[str]:
+    budget = version.config.max_memory_bytes
+    if budget is None:
+        return []
+    problem = budget_problem(
+        model=version.model,
+        version=version.version,
+        stage=stage,
+        new_bytes=version.memory_bytes(),
+        resident_bytes=resident_bytes() if resident_bytes is not None else 0,
+        budget_bytes=budget,
+    )
+    return [problem] if problem else []
 
 
 def _warmup_problems(

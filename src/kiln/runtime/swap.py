@@ -100,7 +100,13 @@ class VersionControl:
         self, source: VersionSource, load_id: int, lifecycle: VersionLifecycle
     ) -> LoadedVersion | None:
         make = partial(self._make, load_id, lifecycle)
-        loaded = build_version(source, lifecycle, make, check_finite=self.config.versions.check_finite)
+        loaded = build_version(
+            source,
+            lifecycle,
+            make,
+            check_finite=self.config.versions.check_finite,
+            resident_bytes=lambda: sum(v.memory_bytes() for v in self._table.resident()),
+        )
         if loaded is None:
             self._stats.count(Counter.LOAD_FAILURES)
         return loaded

@@ -64,3 +64,61 @@ def test_check_batches_stay_within_every_limit(
 def test_a_request_needs_at_least_one_check_sample() -> None:
     with pytest.raises(ConfigError, match="max_check_samples must be >= 1"):
         BuildRequest(Path("m.onnx"), max_check_samples=0)
+
+
+class RecordingBackend:
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calibrations: list[object] = []
+
+    def target(self) -> object:
+        return "target"
+
+    def build(self, source: object, spec: BuildSpec, out_dir: Path, **kwargs: object) -> str:
+        self.calibrations.append(kwargs["calibration"])
+        return "built"
+
+
+def test_the_backend_gets_calibration_samples_only_when_it_calibrates(tmp_path: Path) -> None:
+    import numpy as np
+
+    from kiln.cache.build_samples import BuildSamples
+    from kiln.cache.pipeline import CalibrationOnDemand
+    from kiln.compile.data import SampleSet
+    from kiln.compile.spec import CalibrationSpec
+
+    spec = BuildSpec(precision="int8", calibration=CalibrationSpec(num_samples=10))
+    inputs = (TensorSpec("x", "FP32", (-1, 3)),)
+    samples = BuildSamples(
+        spec,
+        inputs,
+        calibration=SampleSet({"x": np.zeros((50, 3), np.float32)}),
+        validation=None,
+        max_check_samples=8,
+    )
+    backend = RecordingBackend()
+    wrapped = CalibrationOnDemand(backend, samples)  # type: ignore[arg-type]
+
+    wrapped.build(None, spec, tmp_path, calibration_cache=tmp_path / "calibration.json")  # type: ignore[arg-type]
+    wrapped.build(None, spec, tmp_path)  # type: ignore[arg-type]
+    wrapped.build(None, BuildSpec(precision="fp16"), tmp_path)  # type: ignore[arg-type]
+
+    reused, calibrated, fp16 = backend.calibrations
+    assert reused is None
+    assert fp16 is None
+    assert isinstance(calibrated, SampleSet)
+    assert len(calibrated) == 10
+    check = samples.check_samples()
+    assert check is not None
+    assert check.samples_from == "calibration"
+    assert len(check.load()) == 8  # capped at max_check_samples
+
+
+def test_int8_without_calibration_is_refused_up_front() -> None:
+    from kiln.cache.build_samples import BuildSamples
+
+    with pytest.raises(ConfigError, match="int8 needs calibration data"):
+        BuildSamples(
+            BuildSpec(precision="int8"), INPUTS, calibration=None, validation=None, max_check_samples=8
+        )

@@ -198,11 +198,17 @@ class BuildOutput:
 
 @dataclass(frozen=True, slots=True)
 class LoadOptions:
-    """How a loaded engine runs: threads per run (0 = backend decides from model size) and device."""
+    """How a loaded engine runs: threads per run (0 = backend decides from model size) and device.
+
+    ``allow_spinning``: let idle worker threads spin-wait for the next piece of work (``None``: the
+    backend decides). Spinning buys throughput on cores the engine has to itself and costs tail
+    latency when the cores are shared.
+    """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     device_index: int = 0
+    allow_spinning: bool | None = None
 
 
 class Instance(Protocol):

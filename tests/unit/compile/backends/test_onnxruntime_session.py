@@ -51,3 +51,13 @@ def test_serving_options_turn_optimization_and_spinning_off() -> None:
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_spinning_is_off_unless_load_options_ask_for_it() -> None:
+    default = plan_threads(LoadOptions(), macs_per_call=10**9, engine_bytes=0, cpus=2)
+    spinning = plan_threads(LoadOptions(allow_spinning=True), macs_per_call=10**9, engine_bytes=0, cpus=2)
+    assert not default.allow_spinning
+    assert spinning.allow_spinning
+    assert spinning.intra_op_threads == default.intra_op_threads == 2
+    options = serving_options(spinning)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
