@@ -209,6 +209,10 @@ class ModelRepoConfig(_Section):
     backend: BackendName = Field(
         default="onnxruntime", description="Backend that builds and runs the engine."
     )
+    backend_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Backend-specific knobs as name: value strings (e.g. torch: {compile: eager}).",
+    )
     precision: Precision = Field(
         default="fp32", description="fp32, fp16, bf16 or int8 (QDQ from calibration)."
     )

@@ -48,6 +48,7 @@ def _spec(config: ModelRepoConfig, precision: Precision, backend: str) -> BuildS
         ),
         max_batch_size=config.max_batch_size,
         backend=backend,
+        backend_options=tuple(sorted(config.backend_options.items())) if backend == config.backend else (),
         task=config.accuracy.task,
         max_accuracy_drop=config.accuracy.max_accuracy_drop,
     )

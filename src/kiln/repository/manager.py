@@ -127,6 +127,7 @@ class RepositoryManager:
         self._outcomes: dict[tuple[str, str, str], BuildOutcome] = {}
         self._started_s: dict[tuple[str, str, str], float] = {}
         self._registered: dict[str, object] = {}
+        self._paths: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.watcher = Watcher(self.step, opts.poll_interval_s)
@@ -196,6 +197,12 @@ class RepositoryManager:
             self.reconciler.request_unload(name)
         self._reconcile()
         return self._entries(name, "unload requested")
+
+    def build_path(self, model: str, version: str) -> str | None:
+        """How the engine serving ``model``/``version`` was obtained from the cache: ``hit``,
+        ``build``, ``refit`` (new weights into a cached structure), ``calibration-reuse`` or
+        ``recalibrate``; ``None`` before that version has served."""
+        return self._paths.get((model, version))
 
     def _check_known(self, name: str) -> None:
         if not self.reconciler.known(name) and not (self.root / name).is_dir():
@@ -308,6 +315,7 @@ class RepositoryManager:
         seconds = self.clock.now() - self._started_s.pop((model, version, target), self.clock.now())
         if ok:
             reason = f"{outcome.summary()}; ready {seconds:.2f} s after its build started"
+            self._paths[(model, version)] = outcome.primary.path
             self._loaded(model, version, artifact, seconds)
         else:
             reason = f"load failed: {why}"

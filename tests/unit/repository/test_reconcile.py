@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kiln._clock import FakeClock
-from kiln.repository.reconcile import Build, Reconciler, Unload, select_versions
 from kiln.repository.config import VersionPolicyConfig
+from kiln.repository.reconcile import Build, Reconciler, Unload, select_versions
 from kiln.repository.scan import ModelFolder, RepoFolder, RepoScan, VersionFolder, settle
 
 
@@ -75,7 +75,8 @@ class Repo:
 
 
 def only_build(actions: list[object]) -> Build:
-    assert len(actions) == 1 and isinstance(actions[0], Build), actions
+    assert len(actions) == 1, actions
+    assert isinstance(actions[0], Build), actions
     return actions[0]
 
 
@@ -98,7 +99,8 @@ def test_a_new_version_is_built_loaded_and_shown_ready() -> None:
     assert repo.states() == {"1": "LOADING"}
     assert repo.plan() == []  # never given twice
     assert repo.serve(build) == []
-    assert repo.states() == {"1": "READY"} and repo.reasons() == {"1": "ready"}
+    assert repo.states() == {"1": "READY"}
+    assert repo.reasons() == {"1": "ready"}
     assert repo.poll() == []  # nothing changed: nothing to do
 
 
@@ -178,7 +180,8 @@ def test_a_failed_load_is_failed_too() -> None:
     repo.serve(only_build(repo.poll()))
     repo.put("ctr", "2")
     repo.serve(only_build(repo.poll()), ok=False)
-    assert repo.states() == {"1": "READY", "2": "FAILED"} and repo.reasons()["2"] == "warm-up failed"
+    assert repo.states() == {"1": "READY", "2": "FAILED"}
+    assert repo.reasons()["2"] == "warm-up failed"
 
 
 def test_files_that_change_during_a_build_are_built_again_after_it() -> None:
@@ -189,7 +192,8 @@ def test_files_that_change_during_a_build_are_built_again_after_it() -> None:
     repo.poll()
     assert repo.poll() == []  # the new content is accepted; the old one is still building
     fresh = only_build(repo.serve(stale))  # the old content serves meanwhile, then is rebuilt
-    assert fresh.version == "1" and fresh.target != stale.target
+    assert fresh.version == "1"
+    assert fresh.target != stale.target
     assert repo.states() == {"1": "READY"}
     assert repo.serve(fresh) == []
 
@@ -244,7 +248,8 @@ def test_explicit_unload_then_load() -> None:
     assert repo.plan() == [Unload("ctr", "1")]
     assert repo.states() == {"1": "UNLOADING"}
     repo.rec.unload_done("ctr", "1")
-    assert repo.states() == {"1": "UNAVAILABLE"} and repo.reasons() == {"1": "unloaded on request"}
+    assert repo.states() == {"1": "UNAVAILABLE"}
+    assert repo.reasons() == {"1": "unloaded on request"}
     repo.put("ctr", "2")
     assert repo.poll() == []  # an unloaded model stays unloaded while polling
     repo.rec.request_load("ctr")
@@ -283,7 +288,8 @@ def test_an_invalid_config_blocks_new_versions_but_not_what_serves() -> None:
     assert repo.poll() == []
     states, reasons = repo.states(), repo.reasons()
     assert states == {"1": "READY", "2": "FAILED"}
-    assert "unknown key 'precison'" in reasons["2"] and reasons["2"].startswith("ctr/config.yaml")
+    assert "unknown key 'precison'" in reasons["2"]
+    assert reasons["2"].startswith("ctr/config.yaml")
     repo.put("ctr", "2", config="precision: fp16\n")
     build = only_build(repo.poll())
     assert build.version == "2"
@@ -293,7 +299,8 @@ def test_an_invalid_config_with_nothing_serving_fails_every_version() -> None:
     repo = new_repo()
     repo.put("ctr", "1", config="version_policy: {latest: 0}\n")
     assert repo.poll() == []
-    assert repo.states() == {"1": "FAILED"} and "version_policy.latest" in repo.reasons()["1"]
+    assert repo.states() == {"1": "FAILED"}
+    assert "version_policy.latest" in repo.reasons()["1"]
 
 
 def test_a_build_setting_change_rebuilds_the_served_version_and_a_serving_change_does_not() -> None:
@@ -305,7 +312,8 @@ def test_a_build_setting_change_rebuilds_the_served_version_and_a_serving_change
     assert repo.poll() == []
     repo.configs["ctr"] = "precision: fp16\n"
     rebuilt = only_build(repo.poll())
-    assert rebuilt.version == "1" and rebuilt.target != first.target
+    assert rebuilt.version == "1"
+    assert rebuilt.target != first.target
     assert repo.states() == {"1": "READY"}
 
 

@@ -67,20 +67,26 @@ def test_no_file_and_an_empty_file_give_the_defaults() -> None:
         "onnxruntime",
         32,
     )
-    assert DEFAULT_CONFIG.fallback is None and DEFAULT_CONFIG.completeness == "auto"
+    assert DEFAULT_CONFIG.fallback is None
+    assert DEFAULT_CONFIG.completeness == "auto"
 
 
 def test_every_field_is_read() -> None:
     config = parse(FULL)
-    assert config.precision == "int8" and config.max_batch_size == 64
+    assert config.precision == "int8"
+    assert config.max_batch_size == 64
     assert config.profiles["dense"].opt == (16, 13)
-    assert config.calibration.method == "entropy" and config.calibration.seed == 3
+    assert config.calibration.method == "entropy"
+    assert config.calibration.seed == 3
     assert config.quantization.float_output_op_types == ("MatMul",)
     assert config.accuracy.max_accuracy_drop == 0.005
-    assert config.batching.default_timeout_s == 2.5 and not config.batching.pad_to_preferred
+    assert config.batching.default_timeout_s == 2.5
+    assert not config.batching.pad_to_preferred
     assert config.instances.fallback_count == 3
-    assert config.version_policy.latest == 2 and config.version_policy.num_served == 2
-    assert config.fallback is not None and config.fallback.precision == "fp32"
+    assert config.version_policy.latest == 2
+    assert config.version_policy.num_served == 2
+    assert config.fallback is not None
+    assert config.fallback.precision == "fp32"
     assert config.completeness == "marker"
 
 
@@ -144,7 +150,8 @@ def test_allowed_keys_walks_sections_and_profiles() -> None:
 )
 def test_bad_values_name_the_key(text: str, expected: str) -> None:
     message = error_of(text)
-    assert message.startswith(WHERE) and expected in message
+    assert message.startswith(WHERE)
+    assert expected in message
 
 
 @pytest.mark.parametrize(
@@ -175,14 +182,17 @@ def test_yaml_errors_and_non_mappings_name_the_file() -> None:
 def test_int8_build_spec_follows_the_config() -> None:
     config = parse(FULL)
     spec = build_spec(config)
-    assert spec.precision == "int8" and spec.backend == "onnxruntime" and spec.max_batch_size == 64
+    assert spec.precision == "int8"
+    assert spec.backend == "onnxruntime"
+    assert spec.max_batch_size == 64
     assert spec.calibration is not None
     assert (spec.calibration.method, spec.calibration.num_samples, spec.calibration.stratify_by) == (
         "entropy",
         512,
         "_key",
     )
-    assert spec.per_channel and spec.keep_fp32_nodes == ("interact/dot",)
+    assert spec.per_channel
+    assert spec.keep_fp32_nodes == ("interact/dot",)
     assert spec.float_output_op_types == ("MatMul",)
     assert spec.profiles == (ShapeProfile("dense", (1, 13), (16, 13), (64, 13)),)
     assert (spec.task, spec.max_accuracy_drop) == ("ctr", 0.005)
@@ -192,20 +202,25 @@ def test_the_fallback_spec_is_the_primary_at_its_precision() -> None:
     config = parse(FULL)
     fallback = fallback_spec(config)
     assert fallback is not None
-    assert fallback.precision == "fp32" and fallback.calibration is None and not fallback.per_channel
+    assert fallback.precision == "fp32"
+    assert fallback.calibration is None
+    assert not fallback.per_channel
     assert fallback.profiles == build_spec(config).profiles
     assert fallback_spec(DEFAULT_CONFIG) is None
 
 
 def test_fp32_specs_carry_no_int8_settings() -> None:
     spec = build_spec(parse("quantization: {per_channel: true, float_output_op_types: [MatMul]}"))
-    assert spec.precision == "fp32" and spec.calibration is None
-    assert not spec.per_channel and spec.float_output_op_types == ()
+    assert spec.precision == "fp32"
+    assert spec.calibration is None
+    assert not spec.per_channel
+    assert spec.float_output_op_types == ()
 
 
 def test_runtime_config_follows_the_config() -> None:
     config = runtime_config(parse(FULL))
-    assert config.num_instances == 2 and config.num_fallback_instances == 3
+    assert config.num_instances == 2
+    assert config.num_fallback_instances == 3
     batching = config.batching
     assert (batching.max_batch_size, batching.max_queue_delay_us, batching.preferred_batch_sizes) == (
         64,
@@ -217,7 +232,8 @@ def test_runtime_config_follows_the_config() -> None:
         2.5,
         False,
     )
-    assert config.versions.max_loaded_versions == 3 and config.versions.drain_timeout_s == 5
+    assert config.versions.max_loaded_versions == 3
+    assert config.versions.drain_timeout_s == 5
 
 
 def test_keep_loaded_defaults_to_the_versions_served() -> None:
@@ -230,16 +246,19 @@ def test_keep_loaded_defaults_to_the_versions_served() -> None:
 
 def test_a_model_without_a_batch_axis_is_served_one_request_per_run_unless_told() -> None:
     default = runtime_config(parse("batching: {preferred_batch_sizes: [4]}"), batchable=False)
-    assert default.batching.max_batch_size == 1 and default.batching.preferred_batch_sizes == ()
+    assert default.batching.max_batch_size == 1
+    assert default.batching.preferred_batch_sizes == ()
     explicit = runtime_config(parse("max_batch_size: 8"), batchable=False)
     assert explicit.batching.max_batch_size == 8
 
 
 def test_sample_folders_are_inside_the_model_folder_and_only_used_when_needed(tmp_path: Path) -> None:
     dirs = sample_dirs(parse(FULL), tmp_path)
-    assert dirs.calibration == tmp_path / "calibration" and dirs.validation == tmp_path / "validation"
+    assert dirs.calibration == tmp_path / "calibration"
+    assert dirs.validation == tmp_path / "validation"
     fp32 = sample_dirs(parse("calibration: {samples_dir: cal}"), tmp_path)
-    assert fp32.calibration is None and fp32.validation is None
+    assert fp32.calibration is None
+    assert fp32.validation is None
     fallback_int8 = sample_dirs(
         parse("fallback: {precision: int8}\ncalibration: {samples_dir: cal}"), tmp_path
     )

@@ -57,7 +57,8 @@ class Scanner:
 
 @pytest.mark.parametrize("name", ["1", "2", "42", "123456789012345678"])
 def test_versions_are_positive_integers(name: str) -> None:
-    assert is_version_name(name) and classify(name) == "version"
+    assert is_version_name(name)
+    assert classify(name) == "version"
 
 
 @pytest.mark.parametrize("name", ["0", "007", "v1", "1.0", "-1", "", "1234567890123456789", "１"])
@@ -69,12 +70,17 @@ def test_other_names_are_not_versions(name: str) -> None:
     "name", [".2", ".2.tmp", "2.tmp", "2.partial", "2.part", "2~", "2.incomplete", ".kiln"]
 )
 def test_writer_temporary_names_are_ignored(name: str) -> None:
-    assert is_temporary(name) and classify(name) == "temporary"
+    assert is_temporary(name)
+    assert classify(name) == "temporary"
 
 
 def test_model_names_are_url_safe() -> None:
-    assert is_model_name("ctr") and is_model_name("ranker-v2.1") and is_model_name("cnn_1")
-    assert not is_model_name(".hidden") and not is_model_name("a b") and not is_model_name("-x")
+    assert is_model_name("ctr")
+    assert is_model_name("ranker-v2.1")
+    assert is_model_name("cnn_1")
+    assert not is_model_name(".hidden")
+    assert not is_model_name("a b")
+    assert not is_model_name("-x")
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -100,8 +106,11 @@ def test_read_repository_lists_models_configs_versions_and_files(tmp_path: Path)
     assert ctr.config_text == "precision: int8\n"
     assert [v.version for v in ctr.versions] == ["1", "2", "3"]
     one, two, three = ctr.versions
-    assert one.files[0][:2] == ("model.onnx", 10) and one.has_model and not one.has_marker
-    assert [f[0] for f in two.files] == ["model.onnx", "weights/w.bin"] and two.has_marker
+    assert one.files[0][:2] == ("model.onnx", 10)
+    assert one.has_model
+    assert not one.has_marker
+    assert [f[0] for f in two.files] == ["model.onnx", "weights/w.bin"]
+    assert two.has_marker
     assert not three.has_model
     assert ctr.ignored == (("calibration", "not a version (version folders are positive integers)"),)
     assert folder.models[1].config_text is None
@@ -126,11 +135,9 @@ def test_a_changed_file_changes_the_stamp_but_the_marker_does_not(tmp_path: Path
 def test_an_unreadable_config_is_reported_not_raised(tmp_path: Path) -> None:
     write(tmp_path / "m" / "config.yaml", b"\xff\xfe not utf-8")
     model = read_repository(tmp_path).models[0]
-    assert (
-        model.config_text is None
-        and model.config_error is not None
-        and "cannot be read" in model.config_error
-    )
+    assert model.config_text is None
+    assert model.config_error is not None
+    assert "cannot be read" in model.config_error
 
 
 # -- settling: rename mode -------------------------------------------------------------------
@@ -140,7 +147,8 @@ def test_a_renamed_folder_is_complete_once_unchanged_for_settle_s() -> None:
     scanner = Scanner()
     scanner.at(10.0, repo(version("1")))
     complete, reason = scanner.state()
-    assert not complete and reason.startswith("settling")
+    assert not complete
+    assert reason.startswith("settling")
     scanner.at(10.5, repo(version("1")))
     assert not scanner.state()[0]
     scanner.at(11.0, repo(version("1")))
@@ -154,7 +162,9 @@ def test_a_folder_copied_file_by_file_needs_a_marker() -> None:
     scanner.at(11.0, repo(version("1", ("model.onnx", 10, 2))))  # half written
     scanner.at(20.0, repo(version("1", ("model.onnx", 100, 3))))
     complete, reason = scanner.state()
-    assert not complete and "waiting for its READY file" in reason and "changed while being watched" in reason
+    assert not complete
+    assert "waiting for its READY file" in reason
+    assert "changed while being watched" in reason
     scanner.at(30.0, repo(version("1", ("model.onnx", 100, 3), marker=True)))
     assert scanner.state() == (True, "")
 
@@ -189,10 +199,12 @@ def test_settle_zero_still_needs_two_scans() -> None:
 def test_once_any_version_has_a_marker_every_new_version_needs_one() -> None:
     scanner = Scanner()
     scanner.at(10.0, repo(version("1", marker=True), version("2")))
-    assert scanner.scan is not None and scanner.scan.models["ctr"].marker_mode
+    assert scanner.scan is not None
+    assert scanner.scan.models["ctr"].marker_mode
     assert scanner.state(name="1") == (True, "")
     complete, reason = scanner.state(name="2")
-    assert not complete and "this model's versions are marked complete by a READY file" in reason
+    assert not complete
+    assert "this model's versions are marked complete by a READY file" in reason
     scanner.at(99.0, repo(version("1", marker=True), version("2")))
     assert not scanner.state(name="2")[0]
 
@@ -220,7 +232,8 @@ def test_accepted_versions_stay_accepted_when_markers_appear_elsewhere() -> None
     scanner.at(10.0, repo(version("1")))
     scanner.at(11.0, repo(version("1")))
     scanner.at(12.0, repo(version("1"), version("2", marker=True)))
-    assert scanner.state(name="1")[0] and scanner.state(name="2")[0]
+    assert scanner.state(name="1")[0]
+    assert scanner.state(name="2")[0]
 
 
 def test_removing_the_marker_of_an_accepted_version_does_not_retract_it() -> None:
@@ -237,10 +250,13 @@ def test_a_rewritten_accepted_version_keeps_its_old_content_until_the_new_one_se
     accepted = scanner.scan.models["ctr"].versions["1"].accepted_stamp if scanner.scan else None
     scanner.at(20.0, repo(version("1", ("model.onnx", 50, 9), marker=True)))
     scan = scanner.scan.models["ctr"].versions["1"] if scanner.scan else None
-    assert scan is not None and scan.accepted_stamp == accepted and "files changed" in scan.reason
+    assert scan is not None
+    assert scan.accepted_stamp == accepted
+    assert "files changed" in scan.reason
     scanner.at(21.5, repo(version("1", ("model.onnx", 50, 9), marker=True)))
     scan = scanner.scan.models["ctr"].versions["1"] if scanner.scan else None
-    assert scan is not None and scan.accepted_stamp == scan.folder.stamp != accepted
+    assert scan is not None
+    assert scan.accepted_stamp == scan.folder.stamp != accepted
 
 
 def test_a_version_that_lost_its_model_is_no_longer_complete() -> None:
@@ -253,7 +269,8 @@ def test_a_version_that_lost_its_model_is_no_longer_complete() -> None:
 def test_an_invalid_config_falls_back_to_auto_completeness() -> None:
     scanner = Scanner()
     scanner.at(10.0, repo(version("1", marker=True), version("2"), config="completeness: [\n"))
-    assert scanner.scan is not None and scanner.scan.models["ctr"].marker_mode
+    assert scanner.scan is not None
+    assert scanner.scan.models["ctr"].marker_mode
 
 
 def test_complete_versions_are_listed_oldest_first() -> None:
