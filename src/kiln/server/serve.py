@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from grpc import aio
 from starlette.types import ASGIApp
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp
 from kiln.errors import ConfigError, describe
 from kiln.metering.usage import Meter
 from kiln.repository.control import ModelControl, RepositoryService
+from kiln.repository.layout import STATE_DIR
 from kiln.runtime import Runtime
 from kiln.server.auth import Authenticator, create_authenticator
 from kiln.server.config import ServerConfig
@@ -290,8 +291,11 @@ def serve_repository(
     ``/metrics`` serves :class:`~kiln.server.metrics.ServerMetrics` (runtime, builds and loads,
     metered usage, GPU, process).
     """
+    from prometheus_client.registry import Collector  # noqa: PLC0415
+
     from kiln.metering import EfficiencyTable, Metering  # noqa: PLC0415
     from kiln.server.metrics import ServerMetrics, create_metrics_app  # noqa: PLC0415
+    from kiln.server.metrics_repository import RepositoryCollector  # noqa: PLC0415
 
     if not path.is_dir():
         raise ConfigError(
@@ -313,6 +317,7 @@ def serve_repository(
             control = create_repository(
                 path, runtime, metrics=metrics.builds, efficiency=efficiency, **dict(repository or {})
             )
+            metrics.registry.register(cast(Collector, RepositoryCollector(control)))
             if isinstance(control, RepositoryService):
                 await control.start()
             try:
@@ -342,4 +347,4 @@ def serve_repository(
 def default_ledger(repository: Path) -> Path:
     """Where ``kiln serve`` meters usage by default: ``REPO/.kiln/usage.sqlite`` (the repository
     scan ignores hidden folders)."""
-    return repository / ".kiln" / "usage.sqlite"
+    return repository / STATE_DIR / "usage.sqlite"
