@@ -4,7 +4,9 @@ For each example (``ctr``, ``cnn``, ``ranker``): an fp32 engine, an int8 engine 
 recipe, :mod:`kiln.examples.recipes`), then a weight-only retrain (the same graph with seed-1
 weights) built again in int8, which reuses the stored calibration ranges and re-checks accuracy.
 Everything lives in one work folder (``./.kiln/demo`` by default): the models, their samples and
-the engine cache, so a second run finds every engine in the cache.
+the engine cache, so a second run finds every engine in the cache. Then the example model
+repository (``WORK/repo``, :mod:`kiln.cli.demo_serve`) is written and served with ``kiln serve``'s
+stack, its int8 engines taken from the same cache; ``--no-serve`` stops before serving.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,9 +27,15 @@ from kiln.cache.builder import BuildReport
 from kiln.cache.pipeline import BuildRequest, build_engine
 from kiln.cli._report import NOT_MEASURED, drop_text, human_bytes, report_json, task_figure, wide_console
 from kiln.cli._shell import progress_bar, run_guarded
+from kiln.cli.demo_serve import client_commands, write_repository
+from kiln.cli.serve import print_banner
 from kiln.compile.spec import Precision
 from kiln.examples import EXAMPLES, Size, build_model, get_example, write_samples
 from kiln.examples.recipes import INT8_RECIPES, build_spec
+from kiln.server.config import ServerConfig, server_config
+
+if TYPE_CHECKING:
+    from kiln.server.serve import RunningServer
 
 DEFAULT_DIR = Path(".kiln") / "demo"
 RETRAIN_SEED = 1
@@ -106,6 +114,7 @@ def run_step(root: Path, step: DemoStep, size: Size, cache: Path, console: Conso
 
 
 def demo_command(
+    *,
     work_dir: Annotated[
         Path, typer.Option("--dir", help="Work folder: models, samples, engine cache.")
     ] = DEFAULT_DIR,
@@ -115,9 +124,17 @@ def demo_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON for machines instead of a table.")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve the example repository afterwards.")
+    ] = True,
+    host: Annotated[str, typer.Option(help="Address to serve on.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP port (0: any free port).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: any free port).")] = 8001,
 ) -> None:
-    """Generate the example models and build their engines (fp32, int8, and an int8 weight-only
-    update) through the engine cache; print the build report."""
+    """Generate the example models, build their engines (fp32, int8, and an int8 weight-only
+    update) through the engine cache and print the build report; then write the example model
+    repository (WORK/repo) and serve it over KServe v2 HTTP and gRPC until Ctrl-C (--no-serve: stop
+    after writing it)."""
     names = list(only or EXAMPLES)
     run_guarded(partial(_check_names, names), as_json=as_json)
     cache = work_dir / "engines"
@@ -133,11 +150,33 @@ def demo_command(
             if console:
                 console.print(f"building {_label(step)}")
             rows.append(run_guarded(partial(run_step, work_dir, step, size, cache, console), as_json=as_json))
+    repo = run_guarded(partial(write_repository, work_dir, names, size), as_json=as_json)
     if as_json:
         data = [{"step": _label(r.step), "seconds": r.seconds, **report_json(r.report)} for r in rows]
         typer.echo(json.dumps(data, indent=2))
-        return
-    print_rows(rows, cache)
+    else:
+        print_rows(rows, cache)
+        typer.echo(f"Example model repository: {repo}")
+    if serve:
+        settings = {"host": host, "http_port": http_port, "grpc_port": grpc_port}
+        serve_demo(repo, cache, run_guarded(partial(server_config, **settings)), names[0])
+
+
+def serve_demo(repo: Path, cache: Path, config: ServerConfig, model: str) -> None:
+    """Serve ``repo`` (engines from ``cache``) until SIGTERM/Ctrl-C; print how to call it."""
+    from kiln.server.serve import serve_repository  # noqa: PLC0415 (the server stack loads here)
+
+    def commands(server: RunningServer) -> None:
+        print("Try it:", flush=True)
+        for line in client_commands(server.http_url, server.grpc_url, repo, model):
+            print(f"  {line}", flush=True)
+        print("Stop with Ctrl-C.", flush=True)
+
+    started = partial(print_banner, then=commands)
+    options = {"cache_dir": cache, "settle_s": 0.5}
+    drained = run_guarded(partial(serve_repository, repo, config, repository=options, on_started=started))
+    if not drained:
+        raise typer.Exit(1)
 
 
 def _check_names(names: list[str]) -> None:

@@ -111,11 +111,12 @@ def run_server(
     return serve_repository(repo, config, ledger=ledger, repository=options, on_started=on_started)
 
 
-def print_banner(server: RunningServer) -> None:
-    """Print where the server listens now, and what it serves once every model is loaded."""
+def print_banner(server: RunningServer, then: Callable[[RunningServer], None] | None = None) -> None:
+    """Print where the server listens now, and what it serves once every model is loaded (then
+    call ``then``)."""
     grpc = f", gRPC {server.grpc_url}" if server.grpc_url else ""
     print(f"kiln serving: HTTP http://{server.http_url} (metrics /metrics){grpc}", flush=True)
-    task = asyncio.get_running_loop().create_task(_when_ready(server))
+    task = asyncio.get_running_loop().create_task(_when_ready(server, then))
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
 
@@ -124,7 +125,7 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 READY_POLL_S = 0.1
 
 
-async def _when_ready(server: RunningServer) -> None:
+async def _when_ready(server: RunningServer, then: Callable[[RunningServer], None] | None) -> None:
     while not server.core.is_ready():
         if server.core.draining:
             return
@@ -133,3 +134,5 @@ async def _when_ready(server: RunningServer) -> None:
     entries = control.index(ready_only=True) if control is not None else []
     served = ", ".join(f"{e.name} {e.version}" for e in entries) or "no models yet"
     print(f"kiln ready: {served}", flush=True)
+    if then is not None:
+        then(server)

@@ -13,7 +13,7 @@ from kiln.cache.store import EngineStore
 
 def test_demo_builds_then_serves_from_the_cache(tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    outcome = kiln(["demo", "--dir", str(work), "--size", "tiny", "--json"])
+    outcome = kiln(["demo", "--dir", str(work), "--size", "tiny", "--json", "--no-serve"])
     assert outcome.exit_code == 0, outcome.stderr
     rows = json.loads(outcome.stdout)
 
@@ -29,8 +29,12 @@ def test_demo_builds_then_serves_from_the_cache(tmp_path: Path) -> None:
     assert all(r["accuracy"]["samples_from"] == "validation" for r in rows)
     assert all(r["accuracy"]["drop"] <= r["accuracy"]["max_accuracy_drop"] for r in rows[1::3])
     assert len(EngineStore(work / "engines").list_entries()) == 9
+    for name in ("ctr", "cnn", "ranker"):  # the example repository, written but not served
+        assert (work / "repo" / name / "1" / "model.onnx").is_file()
+        assert (work / "repo" / name / "1" / "READY").is_file()
+        assert (work / "repo" / name / "config.yaml").is_file()
 
-    again = kiln(["demo", "--dir", str(work), "--size", "tiny"])
+    again = kiln(["demo", "--dir", str(work), "--size", "tiny", "--no-serve"])
 
     assert again.exit_code == 0, again.stderr
     table = [line for line in again.stdout.splitlines() if line.startswith("│")]
@@ -40,7 +44,7 @@ def test_demo_builds_then_serves_from_the_cache(tmp_path: Path) -> None:
 
 
 def test_demo_refuses_an_unknown_example(tmp_path: Path) -> None:
-    outcome = kiln(["demo", "--dir", str(tmp_path), "--only", "gpt"])
+    outcome = kiln(["demo", "--dir", str(tmp_path), "--only", "gpt", "--no-serve"])
     assert outcome.exit_code == 2
     assert "unknown example model" in outcome.stderr
     assert "(seen: gpt)" in outcome.stderr
