@@ -39,9 +39,11 @@ def test_the_repository_is_built_by_its_factory_with_the_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[Path, object]] = []
+    given: list[dict[str, object]] = []
 
-    def create_repository(path: Path, runtime: Runtime) -> None:
+    def create_repository(path: Path, runtime: Runtime, **options: object) -> None:
         seen.append((path, runtime))
+        given.append(options)
         raise ConfigError("model 'ctr' has a bad config.yaml")
 
     monkeypatch.setattr(kiln.repository, "create_repository", create_repository, raising=False)
@@ -50,3 +52,4 @@ def test_the_repository_is_built_by_its_factory_with_the_runtime(
     assert "bad config.yaml" in result.output
     assert seen[0][0] == tmp_path
     assert isinstance(seen[0][1], Runtime)
+    assert {"metrics", "efficiency", "poll_interval_s", "cache_dir"} <= set(given[0])
