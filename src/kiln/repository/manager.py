@@ -37,6 +37,7 @@ from kiln.repository.watcher import Watcher
 from kiln.runtime import Runtime, VersionState
 
 log = logging.getLogger("kiln.repository")
+_GONE = frozenset({VersionState.UNLOADED, VersionState.FAILED})
 
 EngineLoader = Callable[[EngineArtifact], Engine]
 """Loads a built artifact into an engine (called on the runtime's control thread)."""
@@ -128,6 +129,7 @@ class RepositoryManager:
         self._started_s: dict[tuple[str, str, str], float] = {}
         self._registered: dict[str, object] = {}
         self._paths: dict[tuple[str, str], str] = {}
+        self._priced: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.watcher = Watcher(self.step, opts.poll_interval_s)
@@ -228,6 +230,7 @@ class RepositoryManager:
         with self._lock:
             for name in self.reconciler.models:
                 self.reconciler.observe_runtime(name, self._ready_versions(name))
+            self._forget_released()
             actions = self.reconciler.plan()
         for action in actions:
             if isinstance(action, Build):
@@ -239,6 +242,19 @@ class RepositoryManager:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _forget_released(self) -> None:
+        """Drop the efficiency factors of versions the runtime released (replaced and drained):
+        requests still draining on a replaced version are priced at its factor until then."""
+        for model, version in list(self._priced):
+            resident = model in self.runtime.models and any(
+                v.version == version and v.state not in _GONE
+                for v in self.runtime.model(model).status().versions
+            )
+            if not resident:
+                self._priced.discard((model, version))
+                if self.efficiency is not None:
+                    self.efficiency.forget(model, version)
 
     def _ready_versions(self, name: str) -> set[str]:
         if name not in self.runtime.models:
@@ -302,6 +318,7 @@ class RepositoryManager:
         fallback = outcome.fallback.artifact if outcome.fallback is not None else None
         try:
             await self._register(model, artifact)
+            self._price(model, version, artifact)
             handle = self.runtime.load_version(
                 model,
                 version,
@@ -327,11 +344,16 @@ class RepositoryManager:
         log.info("%s/%s is READY (%.2f s from the start of its build)", model, version, seconds)
         if self.metrics is not None:
             self.metrics.observe_load(model, seconds)
-        if self.efficiency is not None:
-            try:
-                self.efficiency.set(model, version, artifact.manifest.efficiency_factor)
-            except ConfigError as exc:
-                log.warning("%s/%s: %s; its usage counts 1.0 EPU per device-second", model, version, exc)
+
+    def _price(self, model: str, version: str, artifact: EngineArtifact) -> None:
+        """Meter ``version`` at its engine's efficiency factor from the moment it may serve."""
+        if self.efficiency is None:
+            return
+        try:
+            self.efficiency.set(model, version, artifact.manifest.efficiency_factor)
+        except ConfigError as exc:
+            log.warning("%s/%s: %s; its usage counts 1.0 EPU per device-second", model, version, exc)
+        self._priced.add((model, version))
 
     async def _register(self, model: str, artifact: EngineArtifact) -> None:
         """Register ``model`` with the runtime config its ``config.yaml`` asks for; re-register when

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from kiln.repository.layout import classify, is_model_name, is_temporary, is_version_name
+from kiln.repository.publish import publish_version
 from kiln.repository.scan import (
     ModelFolder,
     RepoFolder,
     RepoScan,
     VersionFolder,
     read_repository,
+    scan_repository,
     settle,
 )
 
@@ -278,3 +280,14 @@ def test_complete_versions_are_listed_oldest_first() -> None:
     folder = repo(version("10", marker=True), version("9", marker=True), version("2"))
     scan = scanner.at(10.0, folder)
     assert scan.models["ctr"].complete_versions() == ["9", "10"]
+
+
+def test_a_version_from_publish_version_is_complete_at_the_first_scan(tmp_path: Path) -> None:
+    publish_version(tmp_path, "ctr", {"model.onnx": b"v1"})
+    first = scan_repository(tmp_path, None, now_s=0.0, settle_s=3600.0)
+    publish_version(tmp_path, "ctr", {"model.onnx": b"v2"})
+    second = scan_repository(tmp_path, first, now_s=0.0, settle_s=3600.0)
+
+    assert first.models["ctr"].complete_versions() == ["1"]
+    assert second.models["ctr"].marker_mode
+    assert second.models["ctr"].complete_versions() == ["1", "2"]
