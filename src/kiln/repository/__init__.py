@@ -7,7 +7,9 @@ watched for new versions that are built through the engine cache and hot-swapped
   names, what is on disk and which versions are complete, what changed;
 * :mod:`~kiln.repository.reconcile` — what to build, load and unload (pure decisions);
 * :mod:`~kiln.repository.build` — builds in a niced worker process;
-* :mod:`~kiln.repository.manager` — the driver, the server's ``ModelControl``.
+* :mod:`~kiln.repository.manager` — the driver, the server's ``ModelControl``
+  (:mod:`~kiln.repository.options`: how it watches and builds);
+* :mod:`~kiln.repository.publish` — writing a new version atomically.
 
 See ``docs/repository.md``.
 """
@@ -23,7 +25,8 @@ from kiln.repository.config import DEFAULT_CONFIG, ModelRepoConfig, parse_model_
 from kiln.repository.control import IndexEntry, ModelControl, RepositoryService
 from kiln.repository.convert import build_spec, fallback_spec, runtime_config
 from kiln.repository.diff import ChangeKind, RepoChange, diff
-from kiln.repository.manager import RepositoryManager, RepositoryOptions
+from kiln.repository.manager import RepositoryManager
+from kiln.repository.options import RepositoryOptions
 from kiln.repository.scan import RepoScan, read_repository, scan_repository, settle
 from kiln.runtime import Runtime
 

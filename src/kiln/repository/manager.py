@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from kiln._clock import Clock, MonotonicClock
 from kiln.compile.backends.base import Backend, Engine, EngineArtifact, LoadOptions
@@ -26,11 +25,12 @@ from kiln.compile.registry import create_backend
 from kiln.compile.spec import BuildSpec
 from kiln.errors import ConfigError, KilnError, ModelNotFound, describe
 from kiln.metering.epu import EfficiencyTable
-from kiln.repository.build import Builder, BuildIn, BuildJob, BuildOutcome, create_builder
+from kiln.repository.build import Builder, BuildJob, BuildOutcome, create_builder
 from kiln.repository.control import IndexEntry
 from kiln.repository.convert import build_spec, fallback_spec, runtime_config, sample_dirs
 from kiln.repository.diff import diff
 from kiln.repository.layout import MODEL_FILE
+from kiln.repository.options import BuildEvents, EngineLoader, RepositoryOptions
 from kiln.repository.reconcile import Build, Reconciler, Unload
 from kiln.repository.scan import RepoScan, read_repository, settle
 from kiln.repository.watcher import Watcher
@@ -38,55 +38,6 @@ from kiln.runtime import Runtime, VersionState
 
 log = logging.getLogger("kiln.repository")
 _GONE = frozenset({VersionState.UNLOADED, VersionState.FAILED})
-
-EngineLoader = Callable[[EngineArtifact], Engine]
-"""Loads a built artifact into an engine (called on the runtime's control thread)."""
-
-
-class BuildEvents(Protocol):
-    """Where build and load times go (``ServerMetrics.builds`` fits)."""
-
-    def observe_build(self, model: str, path: str, seconds: float) -> None: ...
-    def observe_load(self, model: str, seconds: float) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RepositoryOptions:
-    """How the repository is watched and built.
-
-    Fields:
-        poll_interval_s: seconds between scans; 0 = no polling (loads only at start and on
-            explicit ``load`` calls).
-        settle_s: how long a version folder must stay unchanged before it counts as complete
-            (rename mode; see ``kiln.repository.scan``).
-        cache_dir: the engine cache (``None``: ``$KILN_CACHE_DIR``, else ``~/.cache/kiln/engines``).
-        build_in: ``process`` (spawned worker at a lower CPU priority) or ``thread``.
-        build_workers: builds at the same time (one per model at most).
-        build_nice: how much lower the build process's CPU priority is (``os.nice``).
-        lock_timeout_s: longest wait for another builder of the same engine (``None``: no limit).
-        intra_op_threads: threads per engine run when loading (0: the backend decides).
-    """
-
-    poll_interval_s: float = 1.0
-    settle_s: float = 1.0
-    cache_dir: Path | None = None
-    build_in: BuildIn = "process"
-    build_workers: int = 1
-    build_nice: int = 10
-    lock_timeout_s: float | None = None
-    intra_op_threads: int = 0
-
-    def __post_init__(self) -> None:
-        checks = (
-            ("poll_interval_s", self.poll_interval_s, 0.0, 3600.0),
-            ("settle_s", self.settle_s, 0.0, 3600.0),
-            ("build_workers", self.build_workers, 1, 64),
-            ("build_nice", self.build_nice, 0, 19),
-            ("intra_op_threads", self.intra_op_threads, 0, 1024),
-        )
-        for name, value, low, high in checks:
-            if not low <= value <= high:
-                raise ConfigError(describe(f"{name} is out of range", seen=value, fix=f"use {low}..{high}"))
 
 
 class RepositoryManager:
