@@ -10,7 +10,7 @@ Metering is on (a SQLite ledger in ``--ledger``, as ``kiln serve`` keeps one) un
 from __future__ import annotations
 
 import argparse
-import asyncio
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,7 +50,9 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("--name", default="ctr")
     parser.add_argument("--http-port", type=int, default=8000)
@@ -62,7 +64,10 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="engine cache folder (default: a new temporary one)")
     parser.add_argument("--ledger", default="", help="metering ledger file (default: no metering)")
     parser.add_argument("--no-meter", action="store_true")
+    parser.add_argument("--switch-interval-us", type=int, default=0, help="sys.setswitchinterval (0: leave)")
     args = parser.parse_args()
+    if args.switch_interval_us:
+        sys.setswitchinterval(args.switch_interval_us / 1e6)
     loop = new_event_loop()
     try:
         loop.run_until_complete(_main(args))

@@ -4,6 +4,9 @@ HTTP handler, no batching, no runtime, no metering; just enough KServe v2 for pe
 
     python benchmarks/_plain_server.py MODEL.onnx --port 8000
 
+With ``--bare`` it decodes each request and answers zeros without running the model: the
+ceiling of this HTTP stack on the machine at the time of the run.
+
 It is the "plain server" a user would write in an afternoon (uvicorn with uvloop and httptools,
 orjson), so kiln's server can be compared with what serving without kiln costs on the same machine.
 """
@@ -30,7 +33,8 @@ DATATYPE = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(int32)": 
 class PlainServer:
     """One ONNX model behind KServe v2 HTTP, one ``session.run`` per request."""
 
-    def __init__(self, model_path: str, name: str) -> None:
+    def __init__(self, model_path: str, name: str, *, bare: bool = False) -> None:
+        self.bare = bare
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -89,7 +93,11 @@ class PlainServer:
             offset += size
             feed[tensor["name"]] = np.frombuffer(raw, dtype=dtype).reshape(tensor["shape"])
         nodes = self.session.get_outputs()
-        outputs = self.session.run([o.name for o in nodes], feed)
+        if self.bare:
+            rows = next(iter(feed.values())).shape[0]
+            outputs = [np.zeros((rows, 1), np.float32) for _ in nodes]
+        else:
+            outputs = self.session.run([o.name for o in nodes], feed)
         self.count += 1
         blobs, described = [], []
         for node, value in zip(nodes, outputs, strict=True):
@@ -108,7 +116,8 @@ class PlainServer:
 
     def _stats(self) -> bytes:
         pair = {"count": self.count, "ns": self.ns}
-        inference = {k: pair for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+        phases = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+        inference = dict.fromkeys(phases, pair)
         inference |= {"fail": {"count": 0, "ns": 0}}
         stats = {
             "name": self.name,
@@ -136,12 +145,15 @@ async def _reply(send: Send, status: int, body: bytes, json_length: int | None =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", help="ONNX model file")
     parser.add_argument("--name", default="ctr")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--bare", action="store_true", help="decode and answer, but run no model")
     args = parser.parse_args()
-    app = PlainServer(args.model, args.name)
+    app = PlainServer(args.model, args.name, bare=args.bare)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning")
 
 

@@ -97,10 +97,10 @@ def perf_analyzer(url: str, protocol: str, concurrency: int, window_ms: int, csv
     ]  # fmt: skip
 
 
-def measure(
+def measure(  # noqa: PLR0917 (one measurement's whole description)
     name: str, pid: int, url: str, protocol: str, concurrency: int, window_ms: int, work: Path
 ) -> Row:
-    csv_path = work / f"{name}-{protocol}.csv"
+    csv_path = work / f"{name.split(maxsplit=1)[0]}-{protocol}.csv"
     cpu0 = cpu_seconds(pid)
     done = subprocess.run(
         perf_analyzer(url, protocol, concurrency, window_ms, csv_path),
@@ -130,23 +130,39 @@ def _completed(output: str) -> int:
     """Requests perf_analyzer sent over all its windows ("Request count: N" per window)."""
     total = 0
     for line in output.splitlines():
-        line = line.strip()
-        if line.startswith("Request count:"):
-            total += int(line.split(":")[1])
+        text = line.strip()
+        if text.startswith("Request count:"):
+            total += int(text.split(":")[1])
     return total
 
 
-class Process:
-    """A server subprocess, stopped with SIGTERM (then killed) on exit."""
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before it listened")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listened on port {port} after {timeout_s}s")
 
-    def __init__(self, command: Sequence[str], port: int, log: Path) -> None:
+
+class Process:
+    """A server subprocess, stopped with SIGTERM (then killed) on exit. ``http``: wait for its
+    readiness endpoint; otherwise for its port to accept connections."""
+
+    def __init__(self, command: Sequence[str], port: int, log: Path, *, http: bool = True) -> None:
         self.log = log.open("wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = port
+        self.port, self.http = port, http
 
     def __enter__(self) -> Process:
         try:
-            wait_ready(self.port, self.process)
+            if self.http:
+                wait_ready(self.port, self.process)
+            else:
+                wait_listening(self.port, self.process)
         except BaseException:
             self.__exit__()
             raise
@@ -166,25 +182,33 @@ def run(args: argparse.Namespace, work: Path) -> list[Row]:
     size = "tiny" if args.quick else "full"
     model = build_model("ctr", work / "ctr.onnx", size=size)
     window = 500 if args.quick else args.window_ms
+    python = sys.executable
     rows: list[Row] = []
     http, grpc = free_port(), free_port()
     kiln = [
-        sys.executable, str(HERE / "_kiln_server.py"), str(model), "--http-port", str(http),
+        python, str(HERE / "_kiln_server.py"), str(model), "--http-port", str(http),
         "--grpc-port", str(grpc), "--cache", str(work / "cache"),
         "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-us", str(args.max_queue_delay_us),
         "--instances", str(args.instances), "--ledger", str(work / "usage.db"),
     ]  # fmt: skip
     with Process(kiln, http, work / "kiln.log") as server:
-        pid = server.process.pid
         for protocol, port in (("http", http), ("grpc", grpc)):
             url = f"127.0.0.1:{port}"
-            rows.append(measure("kiln", pid, url, protocol, args.concurrency, window, work))
-    if not args.no_plain:
+            rows.append(measure("kiln", server.process.pid, url, protocol, args.concurrency, window, work))
+    if args.no_references:
+        return rows
+    plain = [python, str(HERE / "_plain_server.py"), str(model)]
+    bare_grpc = [python, str(HERE / "_bare_grpc.py")]
+    references = (
+        ("plain ORT", "http", plain, True),
+        ("bare (no model)", "http", [*plain, "--bare"], True),
+        ("bare (no model)", "grpc", bare_grpc, False),
+    )
+    for name, protocol, command, is_http in references:
         port = free_port()
-        plain = [sys.executable, str(HERE / "_plain_server.py"), str(model), "--port", str(port)]
-        with Process(plain, port, work / "plain.log") as server:
+        with Process([*command, "--port", str(port)], port, work / "reference.log", http=is_http) as server:
             url = f"127.0.0.1:{port}"
-            rows.append(measure("plain ORT", server.process.pid, url, "http", args.concurrency, window, work))
+            rows.append(measure(name, server.process.pid, url, protocol, args.concurrency, window, work))
     return rows
 
 
@@ -193,7 +217,8 @@ def render(rows: Sequence[Row], meta: dict[str, object]) -> str:
         f"Server benchmark, {meta['date']}: {meta['model']}, batch 1, concurrency {meta['concurrency']}, "
         f"{meta['machine']}",
         "",
-        "| server | protocol | inferences/s | p50 ms | p99 ms | server CPU µs/request | target (≥ 10k/s, p99 ≤ 5 ms) |",
+        "| server | protocol | inferences/s | p50 ms | p99 ms | server CPU µs/request "
+        "| target (≥ 10k/s, p99 ≤ 5 ms) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -206,7 +231,9 @@ def render(rows: Sequence[Row], meta: dict[str, object]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for server.json and server.md")
     parser.add_argument("--quick", action="store_true", help="tiny model, 0.5 s windows: a smoke run")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -214,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
     parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--no-plain", action="store_true", help="skip the plain ONNX Runtime reference")
+    parser.add_argument(
+        "--no-references", action="store_true", help="measure kiln only (no plain or bare servers)"
+    )
     args = parser.parse_args(argv)
     if not PERF_ANALYZER.exists():
         print(f"perf_analyzer is not installed at {PERF_ANALYZER}; run `make install`", file=sys.stderr)
