@@ -10,7 +10,6 @@ Metering is on (a SQLite ledger in ``--ledger``, as ``kiln serve`` keeps one) un
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -64,10 +63,7 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="engine cache folder (default: a new temporary one)")
     parser.add_argument("--ledger", default="", help="metering ledger file (default: no metering)")
     parser.add_argument("--no-meter", action="store_true")
-    parser.add_argument("--switch-interval-us", type=int, default=0, help="sys.setswitchinterval (0: leave)")
     args = parser.parse_args()
-    if args.switch_interval_us:
-        sys.setswitchinterval(args.switch_interval_us / 1e6)
     loop = new_event_loop()
     try:
         loop.run_until_complete(_main(args))

@@ -87,12 +87,12 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 1
 
 
 def perf_analyzer(url: str, protocol: str, concurrency: int, window_ms: int, csv_path: Path) -> list[str]:
-    """Three stable windows (p99 and throughput within 50 %; short smoke windows: any) of 5 at most."""
-    stability = "1000" if window_ms < 1000 else "50"
+    """Three windows; perf_analyzer reports their average. No stability bound: on a shared machine
+    its own (throughput and p99 within a few percent between windows) is rarely met."""
     return [
         str(PERF_ANALYZER), "-m", "ctr", "-u", url, "-i", protocol, "-b", "1",
         "--concurrency-range", str(concurrency), "--input-data", "zero",
-        "-p", str(window_ms), "--max-trials", "5", "--stability-percentage", stability,
+        "-p", str(window_ms), "--max-trials", "3", "--stability-percentage", "1000",
         "--percentile", "99", "-f", str(csv_path),
     ]  # fmt: skip
 
