@@ -87,12 +87,12 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 1
 
 
 def perf_analyzer(url: str, protocol: str, concurrency: int, window_ms: int, csv_path: Path) -> list[str]:
-    """Three windows; perf_analyzer reports their average. No stability bound: on a shared machine
-    its own (throughput and p99 within a few percent between windows) is rarely met."""
+    """Three windows; perf_analyzer reports their average. A loose stability bound (1000 %): on a
+    shared machine its usual one (a few percent between windows) is rarely met."""
     return [
         str(PERF_ANALYZER), "-m", "ctr", "-u", url, "-i", protocol, "-b", "1",
         "--concurrency-range", str(concurrency), "--input-data", "zero",
-        "-p", str(window_ms), "--max-trials", "3", "--stability-percentage", "1000",
+        "-p", str(window_ms), "--max-trials", "6", "--stability-percentage", "1000",
         "--percentile", "99", "-f", str(csv_path),
     ]  # fmt: skip
 
@@ -101,15 +101,13 @@ def measure(  # noqa: PLR0917 (one measurement's whole description)
     name: str, pid: int, url: str, protocol: str, concurrency: int, window_ms: int, work: Path
 ) -> Row:
     csv_path = work / f"{name.split(maxsplit=1)[0]}-{protocol}.csv"
-    cpu0 = cpu_seconds(pid)
-    done = subprocess.run(
-        perf_analyzer(url, protocol, concurrency, window_ms, csv_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    cpu = cpu_seconds(pid) - cpu0
+    command = perf_analyzer(url, protocol, concurrency, window_ms, csv_path)
+    for _attempt in range(2):  # a stall of the shared machine can fail one attempt
+        cpu0 = cpu_seconds(pid)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        cpu = cpu_seconds(pid) - cpu0
+        if done.returncode == 0:
+            break
     if done.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed on {name} {protocol}:\n{done.stdout}\n{done.stderr}")
     with csv_path.open() as handle:

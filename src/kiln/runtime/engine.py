@@ -126,8 +126,8 @@ class LoadedVersion:
     def prepare(self, inputs: Tensors) -> tuple[int, BatchKey]:
         """Check a request's inputs; its rows and batch key. ``InvalidInput`` naming the problem.
 
-        Requests of shapes admitted before are answered from a small table (only the datatypes
-        and shapes decide admission, and they are checked against the table's entry)."""
+        Only the inputs' datatypes and shapes decide admission, so a request whose (datatype,
+        shape) signature was admitted before gets the remembered answer (up to 256 signatures)."""
         signature = self._signature(inputs)
         admitted = self._admitted.get(signature) if signature is not None else None
         if admitted is not None:
