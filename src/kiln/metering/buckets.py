@@ -86,13 +86,24 @@ def aggregate(
 ) -> dict[BucketKey, Usage]:
     """Add ``records`` into per-bucket totals (``into``, updated in place, or a new dict)."""
     totals: dict[BucketKey, Usage] = {} if into is None else into
+    # Plain lists while summing (the writer runs this over a second's requests at once, holding
+    # the interpreter lock: no object per record), then one Usage per bucket and key.
+    sums: dict[tuple[int, str, str, str], list[float]] = {}
     for record in records:
-        key = (
-            bucket_start(record.timestamp_s, bucket_s),
-            UsageKey(record.tenant, record.model, record.version),
-        )
-        found = totals.get(key)
-        totals[key] = Usage.of(record) if found is None else found + Usage.of(record)
+        flat = (bucket_start(record.timestamp_s, bucket_s), record.tenant, record.model, record.version)
+        found = sums.get(flat)
+        if found is None:
+            sums[flat] = [1, record.items, record.device_seconds, record.epu]
+        else:
+            found[0] += 1
+            found[1] += record.items
+            found[2] += record.device_seconds
+            found[3] += record.epu
+    for (start, tenant, model, version), (requests, items, seconds, epu) in sums.items():
+        key = (start, UsageKey(tenant, model, version))
+        usage = Usage(int(requests), int(items), seconds, epu)
+        found_usage = totals.get(key)
+        totals[key] = usage if found_usage is None else found_usage + usage
     return totals
 
 

@@ -44,6 +44,8 @@ class UsageRecord:
 
 def check_event(event: UsageEvent) -> None:
     """Raise ``InvalidUsage`` naming the field and value when ``event`` cannot be metered."""
+    if _is_plainly_valid(event):
+        return
     for name in ("tenant", "model", "version"):
         value = getattr(event, name)
         if not isinstance(value, str) or not value:
@@ -68,6 +70,24 @@ def check_event(event: UsageEvent) -> None:
                 fix="pass the request's share of its batch's compute time",
             )
         )
+
+
+def _is_plainly_valid(event: UsageEvent) -> bool:
+    """The common case, checked in one expression (the request path calls this per request):
+    non-empty names, a whole item count >= 0, finite float times >= 0."""
+    timestamp, seconds, items = event.timestamp_s, event.device_seconds, event.items
+    return (
+        type(event.tenant) is str
+        and type(event.model) is str
+        and type(event.version) is str
+        and bool(event.tenant and event.model and event.version)
+        and type(items) is int
+        and items >= 0
+        and type(timestamp) is float
+        and type(seconds) is float
+        and 0.0 <= timestamp < math.inf
+        and 0.0 <= seconds < math.inf
+    )
 
 
 def _is_number(value: object) -> bool:

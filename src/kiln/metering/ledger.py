@@ -176,9 +176,8 @@ class UsageLedger:
     def _commit(self) -> int:
         with self._write_lock:
             with self._stats_lock:
-                batch: list[UsageRecord] = []
-                while self._queue:
-                    batch.append(self._queue.popleft())
+                with self._append_lock:
+                    batch, self._queue = self._queue, deque()
                 self._pending_events += len(batch)
             aggregate(batch, self.bucket_s, into=self._pending)
             if not self._pending:

@@ -35,7 +35,8 @@ class BatchingConfig:
         max_queue_delay_us: longest a request waits for a fuller batch, counted from the oldest
             waiting request of that batch. 0 runs whatever is queued as soon as an instance is free.
         preferred_batch_sizes: batch sizes the engine runs best at (its profile buckets). A batch
-            that reaches one runs at once without waiting for ``max_queue_delay_us``.
+            that reaches one runs at once without waiting for ``max_queue_delay_us``, provided it
+            takes more of the waiting rows than it leaves behind.
         pad_to_preferred: pad a batch with zero rows up to the nearest preferred size (or
             ``max_batch_size``); the padding rows are sliced off the results.
         max_queue_size: requests waiting (not yet running) at most; one more is rejected at once

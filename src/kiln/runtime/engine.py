@@ -36,6 +36,7 @@ from kiln.runtime.stats import Counter, Stats
 from kiln.types import Array, Tensors
 
 log = logging.getLogger("kiln.runtime")
+_MAX_ADMITTED_SHAPES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +119,37 @@ class LoadedVersion:
         if fallback is not None:
             self.engines[Route.FALLBACK] = fallback
         self.pools: dict[Route, InstancePool] = {}
+        self._admitted: dict[object, tuple[int, BatchKey]] = {}
 
     # -- admission (event loop) ------------------------------------------------------------
 
     def prepare(self, inputs: Tensors) -> tuple[int, BatchKey]:
-        """Check a request's inputs; its rows and batch key. ``InvalidInput`` naming the problem."""
+        """Check a request's inputs; its rows and batch key. ``InvalidInput`` naming the problem.
+
+        Only the inputs' datatypes and shapes decide admission, so a request whose (datatype,
+        shape) signature was admitted before gets the remembered answer (up to 256 signatures)."""
+        signature = self._signature(inputs)
+        admitted = self._admitted.get(signature) if signature is not None else None
+        if admitted is not None:
+            return admitted
+        result = self._prepare(inputs)
+        if signature is not None and len(self._admitted) < _MAX_ADMITTED_SHAPES:
+            self._admitted[signature] = result
+        return result
+
+    def _signature(self, inputs: Tensors) -> tuple[object, ...] | None:
+        """(dtype, shape) per input in model order; ``None`` unless every input is a numpy array."""
+        if len(inputs) != len(self._names):
+            return None
+        signature: list[object] = []
+        for name in self._names:
+            value = inputs.get(name)
+            if type(value) is not np.ndarray:
+                return None
+            signature += (value.dtype, value.shape)
+        return tuple(signature)
+
+    def _prepare(self, inputs: Tensors) -> tuple[int, BatchKey]:
         if len(inputs) != len(self.inputs):
             self._reject(inputs)
         rows = -1

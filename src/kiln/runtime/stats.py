@@ -128,11 +128,12 @@ class _Sums:
         self.ns += ns
 
 
+_PHASES = ("success", "fail", "queue", "input", "infer", "output")
+
+
 @dataclass
 class _State:
-    phases: dict[str, _Sums] = field(
-        default_factory=lambda: {k: _Sums() for k in ("success", "fail", "queue", "input", "infer", "output")}
-    )
+    phases: dict[str, _Sums] = field(default_factory=lambda: {k: _Sums() for k in _PHASES})
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0
@@ -143,6 +144,25 @@ class _State:
     request: _Histogram = field(default_factory=_Histogram)
     queue: _Histogram = field(default_factory=_Histogram)
     compute: _Histogram = field(default_factory=_Histogram)
+    _success: tuple[_Sums, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        p = self.phases
+        self._success = (p["success"], p["queue"], p["input"], p["infer"], p["output"])
+
+    def add_success(
+        self, ns: tuple[int, int, int, int, int], seconds: tuple[float, float, float], now_ms: int
+    ) -> None:
+        """One served request: ``ns`` = (total, queue, input, infer, output); ``seconds`` = (total,
+        queue, compute) for the histograms."""
+        for sums, ns_value in zip(self._success, ns):  # noqa: B905 (both have five entries)
+            sums.count += 1
+            sums.ns += ns_value
+        self.last_inference_ms = now_ms
+        for histogram, s_value in zip((self.request, self.queue, self.compute), seconds):  # noqa: B905
+            histogram.counts[bisect_left(LATENCY_BUCKETS_S, s_value)] += 1
+            histogram.sum_s += s_value
+            histogram.count += 1
 
 
 class Stats:
@@ -158,25 +178,14 @@ class Stats:
     def record_success(
         self, *, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int, total_ns: int
     ) -> None:
-        with self._lock:
-            p = self._s.phases
-            p["success"].add(total_ns)
-            p["queue"].add(queue_ns)
-            p["input"].add(input_ns)
-            p["infer"].add(infer_ns)
-            p["output"].add(output_ns)
-            self._s.last_inference_ms = int(time.time() * 1000)
-            self._s.request.observe(total_ns / 1e9)
-            self._s.queue.observe(queue_ns / 1e9)
-            self._s.compute.observe((input_ns + infer_ns + output_ns) / 1e9)
-        if self._parent is not None:
-            self._parent.record_success(
-                queue_ns=queue_ns,
-                input_ns=input_ns,
-                infer_ns=infer_ns,
-                output_ns=output_ns,
-                total_ns=total_ns,
-            )
+        ns = (total_ns, queue_ns, input_ns, infer_ns, output_ns)
+        seconds = (total_ns / 1e9, queue_ns / 1e9, (input_ns + infer_ns + output_ns) / 1e9)
+        now_ms = int(time.time() * 1000)
+        stats: Stats | None = self
+        while stats is not None:  # this one, then its parents: computed once, added to each
+            with stats._lock:
+                stats._s.add_success(ns, seconds, now_ms)
+            stats = stats._parent
 
     def record_failure(self, reason: str, total_ns: int) -> None:
         with self._lock:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from kiln.runtime.batching.policy import BatchKey, BatchLimits, BatchPlan, plan_batch
+import pytest
+
+from kiln.runtime.batching.policy import BatchKey, BatchLimits, BatchPlan, is_worth_running_early, plan_batch
 from kiln.runtime.config import BatchingConfig
 
 SHAPE: Hashable = ((4,),)
@@ -163,3 +165,40 @@ def test_a_version_without_a_free_instance_waits_but_its_deadlines_still_expire(
 def test_another_version_runs_while_one_is_busy() -> None:
     queue = [Req(1, key=(1, SHAPE)), Req(2, key=(2, SHAPE))]
     assert plan(queue, now_s=1.0, runnable={2}).run == (2,)
+
+
+CTR_PREFERRED = (1, 16, 64, 256)
+
+
+def test_a_small_preferred_size_never_cuts_a_fuller_batch_short() -> None:
+    lim = limits(max_batch_size=256, preferred=CTR_PREFERRED)
+    ten = [Req(i, arrival_s=1.000) for i in range(10)]
+    waiting = plan(ten, now_s=1.001, lim=lim)
+    assert waiting.run == ()
+    assert waiting.wake_at_s == 1.010
+    ready = plan(ten, now_s=1.010, lim=lim)
+    assert ready.run == tuple(range(10))
+    assert (ready.rows, ready.padded_rows) == (10, 16)
+
+
+def test_a_lone_request_runs_at_once_when_one_is_a_preferred_size() -> None:
+    lim = limits(max_batch_size=256, preferred=CTR_PREFERRED)
+    assert plan([Req(1, arrival_s=2.0)], now_s=2.0, lim=lim).run == (1,)
+    assert plan([Req(1), Req(2)], now_s=0.001, lim=lim).run == ()
+
+
+def test_a_preferred_size_runs_early_when_it_takes_most_of_the_queue() -> None:
+    lim = limits(max_batch_size=256, preferred=CTR_PREFERRED)
+    seventeen = [Req(i) for i in range(17)]
+    decision = plan(seventeen, now_s=0.001, lim=lim)
+    assert decision.run == tuple(range(16))
+    assert decision.padded_rows == 16
+    thirty_three = [Req(i) for i in range(33)]
+    assert plan(thirty_three, now_s=0.001, lim=lim).run == ()
+
+
+@pytest.mark.parametrize(
+    ("rows", "pending", "early"), [(1, 1, True), (1, 2, False), (1, 10, False), (4, 5, True), (16, 32, False)]
+)
+def test_running_early_needs_more_rows_taken_than_left(rows: int, pending: int, early: bool) -> None:
+    assert is_worth_running_early(rows, pending) is early

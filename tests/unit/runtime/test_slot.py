@@ -309,3 +309,33 @@ def test_rollback_history_only_keeps_what_it_can_use() -> None:
         await slot.aclose()
 
     asyncio.run(main())
+
+
+def test_admitted_shapes_are_remembered_without_admitting_bad_inputs() -> None:
+    engine = FakeEngine(1.0)
+
+    class Shaped:
+        """Looks like a (1, 4) float32 array to a careless check, but is no numpy array."""
+
+        dtype = np.dtype(np.float32)
+        shape = (1, 4)
+
+    async def main() -> None:
+        slot = ModelSlot("m", config())
+        await slot.load_version("1", engine).wait(10)
+        for _ in range(3):  # the first admits (1, 4) float32, the next ones take the remembered path
+            result = await slot.infer(x_rows(1))
+            assert result.outputs["y"].shape == (1, 4)
+        runs = engine.num_runs
+        for bad in (
+            {"x": np.zeros((1, 4), np.float64)},
+            {"x": Shaped()},
+            {"x": np.zeros((1, 4), np.float32), "extra": np.zeros((1, 4), np.float32)},
+            {"z": np.zeros((1, 4), np.float32)},
+        ):
+            with pytest.raises(InvalidInput):
+                await slot.infer(bad)  # type: ignore[arg-type]
+        assert engine.num_runs == runs
+        await slot.aclose()
+
+    asyncio.run(main())

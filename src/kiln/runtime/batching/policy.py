@@ -5,7 +5,8 @@ past the batch axis, so only requests that can be joined are joined. For each gr
 has a free instance the policy decides:
 
 - run now when the group holds ``max_batch_size`` rows, when it can form a batch of exactly one of
-  the preferred sizes, or when its oldest request has waited ``max_queue_delay``;
+  the preferred sizes that takes more of its rows than it leaves waiting (the largest such size),
+  or when its oldest request has waited ``max_queue_delay``;
 - otherwise wake up when that delay ends (or when the earliest deadline passes).
 
 Within a group higher ``priority`` goes first, then arrival order; among ready groups the one whose
@@ -142,9 +143,16 @@ def _evaluate(
     for size in reversed(limits.preferred):
         if size <= pending:
             ids, rows = _take(members, size)
-            if rows == size:
+            if rows == size and is_worth_running_early(rows, pending):
                 return _Ready(rank, key, ids, rows)
     return first.arrival_s + limits.max_queue_delay_s
+
+
+def is_worth_running_early(rows: int, pending: int) -> bool:
+    """Whether a batch of exactly a preferred size (``rows``) may run before the delay while
+    ``pending`` rows of its group wait: only when it takes more rows than it leaves behind. A small
+    preferred size (1, say) never starts a batch of one while ten requests wait for a fuller one."""
+    return rows > pending - rows
 
 
 def _take(members: Sequence[QueuedRequest], max_rows: int) -> tuple[tuple[int, ...], int]:
