@@ -75,7 +75,7 @@ def sample_block(size: str, rng: np.random.Generator, count: int) -> dict[str, A
 
 
 @lru_cache(maxsize=2)
-def prototypes(size: str) -> Array:
+def prototypes(size: str) -> data.F32:
     """One smooth image per class, the same for every seed (read-only)."""
     cfg = CONFIGS[size]
     images = data.smooth_images(np.random.default_rng(PROTOTYPE_SEED), cfg.classes, cfg.image, cfg.image)
