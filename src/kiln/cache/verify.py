@@ -29,6 +29,7 @@ from kiln.compile.backends.base import Backend, BuildOutput, EngineArtifact, Man
 from kiln.compile.data import SampleSet
 from kiln.compile.reference import reference_outputs
 from kiln.compile.spec import BuildSpec
+from kiln.errors import ConfigError
 from kiln.model.source import ModelSource
 from kiln.types import Array, ShapeProfile, Tensors
 
@@ -100,9 +101,14 @@ class AccuracyVerifier:
         samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
             count = self._screen_count(len(samples))
-            report = self._measure(run, samples, count)
+            try:
+                report = self._measure(run, samples, count)
+            except ConfigError:  # the prefix cannot be judged alone (e.g. AUC: one class only)
+                count = len(samples)
             if count < len(samples) and not self._screen_passes(samples, count):
-                report = self._measure(run, samples, len(samples))
+                count = len(samples)
+            if count == len(samples):
+                report = self._measure(run, samples, count)
         check_accuracy(report, self._spec.max_accuracy_drop)
         return self._json(report)
 

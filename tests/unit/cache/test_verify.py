@@ -190,3 +190,24 @@ def test_an_update_without_a_bound_reports_the_prefix(tmp_path: Path) -> None:
     )
     assert report["num_samples"] == 32
     assert sum(backend.batches) == 32
+
+
+def test_a_prefix_that_cannot_be_judged_alone_is_measured_in_full(tmp_path: Path) -> None:
+    """AUC needs clicks and non-clicks; the first 32 samples hold no click."""
+
+    def labelled() -> SampleSet:
+        x = np.linspace(1.0, 2.0, 200, dtype=np.float32).reshape(100, 2)
+        labels = np.where(np.arange(100) < 40, 0, np.arange(100) % 2)
+        return SampleSet({"x": x}, labels=labels)
+
+    backend = FakeBackend(error=0.01)
+    verifier = AccuracyVerifier(
+        backend,  # type: ignore[arg-type]
+        doubling_source(),
+        BuildSpec(max_batch_size=16, task="ctr"),
+        CheckSamples(labelled, "validation"),
+        update_check_samples=32,
+    )
+    report = verifier.check_update(tmp_path, OUTPUT, None)
+    assert report["num_samples"] == 100
+    assert report["auc_reference"] is not None
