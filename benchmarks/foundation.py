@@ -168,6 +168,8 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
             times[step].append(seconds)
             breakdown[step].append(phases(seconds, report))
             paths[step] = report.path
+            if step == "update":
+                update_accuracy = report.accuracy
             if step == "full":
                 int8_report = report
             if step == "hit":
@@ -196,6 +198,7 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
         "int8_artifact": str(int8_report.artifact.path),
         "fp32_artifact": str(fp32_report.artifact.path),
         "int8_build_accuracy": int8_report.accuracy,
+        "update_accuracy": update_accuracy,
     }
 
 

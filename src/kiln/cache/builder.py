@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from kiln._clock import Clock
 from kiln.cache.key import EngineKey, engine_key
-from kiln.cache.plan import accuracy_drop, check_accuracy, check_target, plan_build
+from kiln.cache.plan import accuracy_drop, check_accuracy, check_target, plan_build, regression
 from kiln.cache.store import EngineStore
 from kiln.compile.backends.base import BuildOutput, BuildPath, EngineArtifact, Manifest, Progress, Target
 from kiln.errors import AccuracyError, CacheCorrupt, RefitUnsupported
@@ -31,6 +31,18 @@ Verifier = Callable[[Path, BuildOutput], dict[str, object] | None]
 accuracy report (with a numeric ``drop``) out, or ``AccuracyError``. Must not write into the folder."""
 
 Work = Callable[[Path], BuildOutput]
+
+
+@runtime_checkable
+class ChecksUpdates(Protocol):
+    """A ``Verifier`` that checks weight-only updates its own way (e.g. on fewer samples first)."""
+
+    def check_update(
+        self, artifact_dir: Path, output: BuildOutput, baseline: Mapping[str, object] | None
+    ) -> dict[str, object] | None:
+        """Like calling the verifier, for an engine updated from one whose accuracy was
+        ``baseline``; must measure enough to decide the bound and :func:`regression` reliably."""
+        ...
 
 
 class BuildBackend(Protocol):
@@ -189,8 +201,12 @@ def _serve_hit(job: _Job, artifact: EngineArtifact) -> EngineArtifact:
 
 def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPath]:
     fallback: BuildPath = "recalibrate" if job.spec.precision == "int8" else "build"
+
+    def refit(out: Path) -> BuildOutput:
+        return job.backend.refit(base, job.source, out)
+
     try:
-        return _make(job, "refit", lambda out: job.backend.refit(base, job.source, out)), "refit"
+        return _make(job, "refit", refit, base), "refit"
     except RefitUnsupported as err:
         log.info("refit not possible (%s); rebuilding", err)
     except AccuracyError as err:
@@ -200,7 +216,7 @@ def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPa
     if table is None:
         return _make(job, "build", _full_build(job)), "build"
     try:
-        return _make(job, "calibration-reuse", _full_build(job, table)), "calibration-reuse"
+        return _make(job, "calibration-reuse", _full_build(job, table), base), "calibration-reuse"
     except AccuracyError as err:
         log.warning("engine with reused calibration failed its accuracy check (%s); recalibrating", err)
         return _make(job, "recalibrate", _full_build(job)), "recalibrate"
@@ -220,16 +236,34 @@ def _full_build(job: _Job, calibration_cache: Path | None = None) -> Work:
     return work
 
 
-def _make(job: _Job, path: BuildPath, work: Work) -> EngineArtifact:
-    """Run ``work`` in a staging folder, verify, and commit; nothing is left behind on failure."""
+def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = None) -> EngineArtifact:
+    """Run ``work`` in a staging folder, verify, and commit; nothing is left behind on failure.
+
+    ``base``: the entry a weight-only update starts from; a warning says when the update's error
+    is much larger than that entry's (:func:`kiln.cache.plan.regression`)."""
     _note(job, f"{path}: {job.source.name}")
     with job.store.staging(job.key.hex) as out:
         started = job.clock.now()
         output = work(out)
         seconds = job.clock.now() - started
-        accuracy = job.verify(out, output) if job.verify is not None else None
+        baseline = base.manifest.accuracy if base is not None else None
+        accuracy = _verify(job, out, output, base is not None, baseline)
         check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
+        worse = regression(accuracy, baseline)
+        if worse is not None:
+            log.warning("%s of %s: %s (max_accuracy_drop makes it recalibrate)", path, job.source.name, worse)
         return job.store.commit(out, _manifest(job, output, path, seconds, accuracy))
+
+
+def _verify(
+    job: _Job, out: Path, output: BuildOutput, update: bool, baseline: Mapping[str, object] | None
+) -> dict[str, object] | None:
+    if job.verify is None:
+        return None
+    verify: object = job.verify
+    if update and isinstance(verify, ChecksUpdates):
+        return verify.check_update(out, output, baseline)
+    return job.verify(out, output)
 
 
 def _manifest(

@@ -10,7 +10,7 @@ read when first needed (:mod:`kiln.cache.build_samples`): a hit reads none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,9 @@ class BuildRequest:
             ``~/.cache/kiln/engines``.
         progress: called as ``(stage, done, total)`` while calibrating, building and checking.
         max_check_samples: at most this many validation samples are run (drawn uniformly, seed 0).
+        update_check_samples: how many of them screen a weight-only update before the rest is run
+            (only when the screen is not clearly passed); ``None``: a quarter, at least 32 (see
+            :func:`kiln.cache.verify.screen_count`).
         lock_timeout_s: how long to wait for another builder of the same engine (``None``: as long
             as it takes); ``CacheBusy`` after that.
     """
@@ -65,10 +68,13 @@ class BuildRequest:
     progress: Progress | None = None
     max_check_samples: int = DEFAULT_MAX_CHECK_SAMPLES
     lock_timeout_s: float | None = None
+    update_check_samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_check_samples < 1:
             raise ConfigError(describe("max_check_samples must be >= 1", seen=self.max_check_samples))
+        if self.update_check_samples is not None and self.update_check_samples < 1:
+            raise ConfigError(describe("update_check_samples must be >= 1", seen=self.update_check_samples))
 
 
 def build_engine(request: BuildRequest) -> BuildReport:
@@ -103,13 +109,22 @@ def build_engine(request: BuildRequest) -> BuildReport:
             )
         )
     verify = (
-        None if check is None else AccuracyVerifier(backend, source, spec, check, progress=request.progress)
+        None
+        if check is None
+        else AccuracyVerifier(
+            backend,
+            source,
+            spec,
+            check,
+            progress=request.progress,
+            update_check_samples=request.update_check_samples,
+        )
     )
     store = request.cache if isinstance(request.cache, EngineStore) else EngineStore(request.cache)
     return obtain_engine(
         source,
         spec,
-        CalibrationOnDemand(backend, samples),
+        CalibrationOnDemand(backend, samples, None if verify is None else verify.prefetch),
         store,
         verify=verify,
         progress=request.progress,
@@ -120,12 +135,18 @@ def build_engine(request: BuildRequest) -> BuildReport:
 class CalibrationOnDemand:
     """The backend, handed the calibration samples only when it calibrates (a full int8 build or a
     recalibration); a hit, a refit or a build reusing a stored calibration table never reads them.
+
+    ``on_build`` is told when an engine is about to be made (``update=True`` for a weight-only
+    update): the verifier starts the fp32 reference then, so that it runs during the build.
     """
 
-    def __init__(self, backend: Backend, samples: BuildSamples) -> None:
+    def __init__(
+        self, backend: Backend, samples: BuildSamples, on_build: Callable[..., None] | None = None
+    ) -> None:
         self.name = backend.name
         self._backend = backend
         self._samples = samples
+        self._on_build = on_build
 
     def target(self) -> Target:
         return self._backend.target()
@@ -140,6 +161,8 @@ class CalibrationOnDemand:
         calibration_cache: Path | None = None,
         progress: Progress | None = None,
     ) -> BuildOutput:
+        if self._on_build is not None:
+            self._on_build(update=calibration_cache is not None)
         if calibration is None and calibration_cache is None and spec.precision == "int8":
             calibration = self._samples.drawn_for_calibration()
         return self._backend.build(

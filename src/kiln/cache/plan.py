@@ -79,6 +79,35 @@ def check_accuracy(accuracy: Mapping[str, object] | None, max_drop: float | None
     )
 
 
+REGRESSION_FACTOR = 2.0
+"""A weight-only update whose relative L2 error against its fp32 reference is more than this many
+times the base engine's is reported as a regression (a warning: the new weights may simply be
+harder to quantize; ``max_accuracy_drop`` is what makes an update recalibrate)."""
+
+
+def regression(
+    accuracy: Mapping[str, object] | None,
+    baseline: Mapping[str, object] | None,
+    factor: float = REGRESSION_FACTOR,
+) -> str | None:
+    """Why ``accuracy`` (a weight-only update) regressed against ``baseline`` (the engine it was
+    updated from), or ``None``: its relative L2 error is over ``factor`` times the baseline's, or
+    not finite while the baseline's was. Without both figures there is nothing to compare."""
+    new, old = _number(accuracy, "rel_l2_error"), _number(baseline, "rel_l2_error")
+    if accuracy is not None and "rel_l2_error" in accuracy and accuracy["rel_l2_error"] is None:
+        new = float("inf")  # reports store a non-finite error as null
+    if new is None or old is None or new <= factor * old:
+        return None
+    return f"relative L2 error {new:.4g}, over {factor:g} x the previous engine's {old:.4g}"
+
+
+def _number(data: Mapping[str, object] | None, key: str) -> float | None:
+    value = None if data is None else data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def check_target(manifest: Manifest, target: Target, *, where: str) -> None:
     """``BuildError`` naming both targets when an entry was built for another machine/runtime."""
     try:

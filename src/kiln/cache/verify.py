@@ -8,16 +8,28 @@ outputs with :func:`kiln.compile.accuracy.measure_accuracy` and enforces ``max_a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
 
-from kiln.compile.accuracy import AccuracyReport, check_accuracy, measure_accuracy, run_batches
+import numpy as np
+
+from kiln.compile.accuracy import (
+    AccuracyReport,
+    RunFn,
+    check_accuracy,
+    drop_upper_bound,
+    measure_accuracy,
+    run_batches,
+)
 from kiln.compile.backends.base import Backend, BuildOutput, EngineArtifact, Manifest, Progress
 from kiln.compile.data import SampleSet
 from kiln.compile.reference import reference_outputs
 from kiln.compile.spec import BuildSpec
+from kiln.errors import ConfigError
 from kiln.model.source import ModelSource
 from kiln.types import Array, ShapeProfile, Tensors
 
@@ -25,6 +37,8 @@ SamplesFrom: TypeAlias = Literal["validation", "calibration"]
 """Where the check samples came from: the validation set, or (without one) the calibration set."""
 
 MAX_CHECK_BATCH = 32
+MIN_UPDATE_CHECK_SAMPLES = 32
+"""The fewest check samples a weight-only update is screened on (see :func:`screen_count`)."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,16 @@ class CheckSamples:
 class AccuracyVerifier:
     """``Verifier`` for :func:`obtain_engine`: the staged engine against the fp32 reference.
 
-    The reference outputs are computed once per verifier (one source model), so a rebuild after a
-    failed calibration reuse does not run the reference again. Returns the accuracy report as
-    JSON data (``AccuracyReport.to_json()`` plus ``metric``, ``samples_from`` and the bound), or
-    raises ``AccuracyError`` naming the metric, the value and the bound.
+    A new engine is checked on every check sample. A weight-only update
+    (:meth:`check_update`) is screened first on a prefix of them (``update_check_samples``,
+    default :func:`screen_count`): without a bound that figure is the report; under a bound it
+    is accepted when the bootstrap upper bound of its drop on the prefix is within the bound,
+    otherwise the rest of the samples is run and the figure on all of them decides. The
+    reference outputs are computed once per verifier (one source model), prefix first, and can
+    be started in the background while the engine builds (:meth:`prefetch`).
+    Returns the accuracy report as JSON data (``AccuracyReport.to_json()`` plus ``metric``,
+    ``samples_from`` and the bound), or raises ``AccuracyError`` naming the metric, the value
+    and the bound.
     """
 
     def __init__(
@@ -52,18 +72,68 @@ class AccuracyVerifier:
         samples: CheckSamples,
         *,
         progress: Progress | None = None,
+        update_check_samples: int | None = None,
     ) -> None:
         self._backend = backend
         self._source = source
         self._spec = spec
         self._samples = samples
         self._progress = progress
+        self._update_check_samples = update_check_samples
         self._loaded: SampleSet | None = None
         self._reference: Array | None = None
+        self._candidate: Array | None = None
+        self._pending: Future[None] | None = None
 
     def __call__(self, artifact_dir: Path, output: BuildOutput) -> dict[str, object]:
-        report = self.measure(artifact_dir, output)
+        samples = self._check_samples()
+        with self._engine(artifact_dir, output) as run:
+            report = self._measure(run, samples, len(samples))
         check_accuracy(report, self._spec.max_accuracy_drop)
+        return self._json(report)
+
+    def check_update(
+        self, artifact_dir: Path, output: BuildOutput, baseline: Mapping[str, object] | None
+    ) -> dict[str, object]:
+        """Screen a weight-only update on a prefix of the samples, all of them when in doubt.
+        ``baseline`` (the previous engine's report) is not used for the decision."""
+        del baseline
+        samples = self._check_samples()
+        with self._engine(artifact_dir, output) as run:
+            count = self._screen_count(len(samples))
+            try:
+                report = self._measure(run, samples, count)
+            except ConfigError:  # the prefix cannot be judged alone (e.g. AUC: one class only)
+                count = len(samples)
+            if count < len(samples) and not self._screen_passes(samples, count):
+                count = len(samples)
+            if count == len(samples):
+                report = self._measure(run, samples, count)
+        check_accuracy(report, self._spec.max_accuracy_drop)
+        return self._json(report)
+
+    def measure(self, artifact_dir: Path, output: BuildOutput) -> AccuracyReport:
+        """The staged engine's accuracy on every check sample, without judging it."""
+        samples = self._check_samples()
+        with self._engine(artifact_dir, output) as run:
+            return self._measure(run, samples, len(samples))
+
+    def prefetch(self, *, update: bool) -> None:
+        """Start the fp32 reference in a background thread (on the screening prefix for an
+        update), so that it runs while the engine builds. Errors surface when it is used."""
+        if self._pending is not None or self._source.model is None:
+            return
+        samples = self._check_samples()
+        count = self._screen_count(len(samples)) if update else len(samples)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
+
+        def work() -> None:
+            self._extend_reference(samples, count)
+
+        self._pending = executor.submit(work)
+        executor.shutdown(wait=False)
+
+    def _json(self, report: AccuracyReport) -> dict[str, object]:
         return {
             **report.to_json(),
             "metric": report.metric,
@@ -71,46 +141,80 @@ class AccuracyVerifier:
             "max_accuracy_drop": self._spec.max_accuracy_drop,
         }
 
-    def measure(self, artifact_dir: Path, output: BuildOutput) -> AccuracyReport:
-        """The staged engine's accuracy against the reference, without judging it."""
-        samples = self._check_samples()
-        reference = self._reference_output(samples)
-        candidate = self._engine_output(artifact_dir, output, samples)
-        return measure_accuracy(reference, candidate, task=self._spec.task, labels=samples.labels)
+    def _screen_count(self, total: int) -> int:
+        return screen_count(total, self._batch_size(), self._update_check_samples)
+
+    def _screen_passes(self, samples: SampleSet, count: int) -> bool:
+        bound = self._spec.max_accuracy_drop
+        if bound is None:
+            return True
+        assert self._candidate is not None
+        assert self._reference is not None
+        labels = None if samples.labels is None else samples.labels[:count]
+        upper = drop_upper_bound(
+            self._reference[:count], self._candidate[:count], task=self._spec.task, labels=labels
+        )
+        return upper <= bound
+
+    def _measure(self, run: RunFn, samples: SampleSet, count: int) -> AccuracyReport:
+        reference = self._reference_output(samples, count)
+        candidate = self._candidate
+        have = 0 if candidate is None else len(candidate)
+        if have < count:
+            total, done = -(-(count - have) // self._batch_size()), 0
+
+            def counted(batch: Tensors) -> dict[str, Array]:
+                nonlocal done
+                values = run(batch)
+                done += 1
+                if self._progress is not None:
+                    self._progress("checking accuracy", done, total)
+                return values
+
+            part = run_batches(counted, samples.take(range(have, count)), self._batch_size())
+            new = part[self._source.outputs[0].name]
+            candidate = new if candidate is None else np.concatenate([candidate, new])
+            self._candidate = candidate
+        assert candidate is not None
+        labels = None if samples.labels is None else samples.labels[:count]
+        return measure_accuracy(reference, candidate[:count], task=self._spec.task, labels=labels)
 
     def _check_samples(self) -> SampleSet:
         if self._loaded is None:
             self._loaded = self._samples.load()
         return self._loaded
 
-    def _reference_output(self, samples: SampleSet) -> Array:
-        if self._reference is None:
-            model = self._source.model
-            if model is None:
-                raise ValueError("the fp32 reference needs an ONNX source model")
-            outputs = reference_outputs(
-                model, samples, batch_size=self._batch_size(), progress=self._progress
-            )
-            self._reference = outputs[self._source.outputs[0].name]
-        return self._reference
+    def _reference_output(self, samples: SampleSet, count: int) -> Array:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+        self._extend_reference(samples, count)
+        assert self._reference is not None
+        return self._reference[:count]
 
-    def _engine_output(self, artifact_dir: Path, output: BuildOutput, samples: SampleSet) -> Array:
+    def _extend_reference(self, samples: SampleSet, count: int) -> None:
+        have = 0 if self._reference is None else len(self._reference)
+        if have >= count:
+            return
+        model = self._source.model
+        if model is None:
+            raise ValueError("the fp32 reference needs an ONNX source model")
+        outputs = reference_outputs(
+            model, samples.take(range(have, count)), batch_size=self._batch_size(), progress=self._progress
+        )
+        new = outputs[self._source.outputs[0].name]
+        self._reference = new if self._reference is None else np.concatenate([self._reference, new])
+
+    @contextmanager
+    def _engine(self, artifact_dir: Path, output: BuildOutput) -> Iterator[RunFn]:
+        """The staged engine as a batch runner, closed afterwards; candidate outputs start empty."""
         engine = self._backend.load(EngineArtifact(artifact_dir, self._staged_manifest(output)))
         instance = engine.create_instance()
-        total = -(-len(samples) // self._batch_size())
-        done = 0
-
-        def run(batch: Tensors) -> dict[str, Array]:
-            nonlocal done
-            values = instance.run(batch)
-            done += 1
-            if self._progress is not None:
-                self._progress("checking accuracy", done, total)
-            return values
-
+        self._candidate = None
         try:
-            return run_batches(run, samples, self._batch_size())[self._source.outputs[0].name]
+            yield instance.run
         finally:
+            self._candidate = None
             instance.close()
             engine.close()
 
@@ -135,6 +239,13 @@ class AccuracyVerifier:
             calibration_file=output.calibration_file,
             extra=dict(output.extra),
         )
+
+
+def screen_count(total: int, batch_size: int, asked: int | None = None) -> int:
+    """How many of ``total`` check samples screen a weight-only update: ``asked``, else a quarter of
+    them and at least :data:`MIN_UPDATE_CHECK_SAMPLES`; rounded up to whole batches, at most all."""
+    wanted = asked if asked is not None else max(MIN_UPDATE_CHECK_SAMPLES, -(-total // 4))
+    return min(total, -(-wanted // batch_size) * batch_size)
 
 
 def check_batch_size(max_batch_size: int, profiles: Sequence[ShapeProfile]) -> int:

@@ -239,6 +239,41 @@ def spearman(a: Array, b: Array) -> float:
     return float(da @ db) / norm
 
 
+def drop_upper_bound(
+    reference: Array,
+    candidate: Array,
+    *,
+    task: Task,
+    labels: Array | None = None,
+    confidence: float = 0.95,
+    rounds: int = 200,
+    seed: int = 0,
+) -> float:
+    """An upper confidence bound of ``measure_accuracy(...).drop``: the ``confidence`` quantile of
+    the drop over ``rounds`` bootstrap resamples of the samples (seeded, so repeatable). Used to
+    accept a result measured on few samples only when it is clearly within a bound."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    count = int(ref.shape[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, count, (rounds, count))
+    if task == "classifier" and np.isfinite(cand).all():
+        same = np.argmax(ref.reshape(count, -1), axis=1) == np.argmax(cand.reshape(count, -1), axis=1)
+        drops = 1.0 - same[draws].mean(axis=1)
+    else:
+        drops = np.empty(rounds)
+        for i, index in enumerate(draws):
+            picked = None if labels is None else np.asarray(labels)[index]
+            try:
+                drops[i] = measure_accuracy(ref[index], cand[index], task=task, labels=picked).drop
+            except ConfigError:  # a resample with one class only (AUC): no figure from it
+                drops[i] = np.nan
+        drops = drops[~np.isnan(drops)]
+        if drops.size == 0:
+            return math.inf
+    return float(np.quantile(drops, confidence))
+
+
 def check_accuracy(report: AccuracyReport, max_drop: float | None) -> None:
     """``AccuracyError`` naming the metric, the value and the bound when the drop is too large."""
     if max_drop is None or report.drop <= max_drop:

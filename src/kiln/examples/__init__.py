@@ -3,7 +3,7 @@
 Three models a CTR/ranking/vision shop would serve, built with ``onnx.helper`` and numpy:
 
 * ``ctr``: DLRM-style click model (26 embedding tables + 13 dense features -> probability),
-* ``cnn``: ResNet-18-style classifier (3x224x224 image -> 1000 logits),
+* ``cnn``: ResNet-18-style classifier (3x224x224 image -> 32 class logits; images come in classes),
 * ``ranker``: small BERT-style encoder (128 tokens + mask -> relevance score),
 
 each in a ``full`` size (what the name says) and a ``tiny`` size (same graph shape, small dims, for

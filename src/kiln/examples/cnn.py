@@ -1,21 +1,23 @@
 """``cnn``: a ResNet-18-style image classifier and its images.
 
-``image`` FP32 [batch, 3, 224, 224] -> ``logits`` FP32 [batch, 1000]: a 7x7 stem, max pool, four
+``image`` FP32 [batch, 3, 224, 224] -> ``logits`` FP32 [batch, classes]: a 7x7 stem, max pool, four
 stages of two basic blocks (64/128/256/512 channels, 1x1 projection shortcuts), global average pool
 and one fully connected layer. BatchNorm is folded into the convolutions, as an exporter would do.
 
-The weights are He-initialised, then every convolution is given the per-channel scale and shift a
-trained BatchNorm would have: a float64 pass over sample images measures each channel's mean and
-standard deviation, and a random gamma/beta is applied on top. Activations therefore keep a sane
-range through the network, and channels differ in scale the way they do in a trained model. The
-classifier is centred on the pooled features of those images and scaled so that logits spread with
-a standard deviation of about 4 across classes: the top-1 class is a clear winner, not a coin toss
-between near-equal logits.
+The images come in classes: each class has a prototype image (fixed for the example, whatever the
+seed), and an image of a class is its prototype blended with a random image. The weights are
+He-initialised, then every convolution is given the per-channel scale and shift a trained
+BatchNorm would have: a float64 pass over the class prototypes measures each channel's mean and
+standard deviation, and a random gamma/beta is applied on top. The same pass gives each class's
+pooled features, and the classifier is fitted on them as a nearest-class-mean classifier. Its
+predictions therefore have the margins of a trained classifier (most images sit much closer to
+their own class than to any other, a few are ambiguous), not the near-ties of random logits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -25,7 +27,6 @@ from kiln.examples import data
 from kiln.examples._graph import (
     BATCH,
     F64,
-    STREAM_FIT,
     STREAM_WEIGHTS,
     GraphBuilder,
     normal,
@@ -38,6 +39,10 @@ from kiln.examples._graph import (
 from kiln.types import Array, TensorSpec
 
 TARGET_LOGIT_STD = 4.0
+PROTOTYPE_SEED = 20261122
+"""The random stream of the class prototypes: part of the example's data, not of a model's seed."""
+MIX = (0.8, 1.0)
+"""An image is ``w * prototype + (1 - w) * random image``, ``w`` uniform in this range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +50,12 @@ class CnnConfig:
     image: int
     widths: tuple[int, int, int, int]
     classes: int
-    stats_images: int
     blocks_per_stage: int = 2
 
 
 CONFIGS = {
-    "full": CnnConfig(image=224, widths=(64, 128, 256, 512), classes=1000, stats_images=8),
-    "tiny": CnnConfig(image=32, widths=(8, 16, 32, 64), classes=10, stats_images=32),
+    "full": CnnConfig(image=224, widths=(64, 128, 256, 512), classes=32),
+    "tiny": CnnConfig(image=32, widths=(8, 16, 32, 64), classes=10),
 }
 
 
@@ -62,9 +66,21 @@ def signature(size: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]
 
 
 def sample_block(size: str, rng: np.random.Generator, count: int) -> dict[str, Array]:
-    """``count`` smooth, ImageNet-normalised images."""
+    """``count`` smooth, ImageNet-normalised images of random classes (see :func:`prototypes`)."""
     cfg = CONFIGS[size]
-    return {"image": data.smooth_images(rng, count, cfg.image, cfg.image)}
+    classes = rng.integers(0, cfg.classes, count)
+    weight = rng.uniform(*MIX, (count, 1, 1, 1)).astype(np.float32)
+    other = data.smooth_images(rng, count, cfg.image, cfg.image)
+    return {"image": weight * prototypes(size)[classes] + (1.0 - weight) * other}
+
+
+@lru_cache(maxsize=2)
+def prototypes(size: str) -> data.F32:
+    """One smooth image per class, the same for every seed (read-only)."""
+    cfg = CONFIGS[size]
+    images = data.smooth_images(np.random.default_rng(PROTOTYPE_SEED), cfg.classes, cfg.image, cfg.image)
+    images.flags.writeable = False
+    return images
 
 
 def labels(outputs: list[Array], rng: np.random.Generator) -> Array:
@@ -76,7 +92,7 @@ def labels(outputs: list[Array], rng: np.random.Generator) -> Array:
 def build(size: str, seed: int) -> ModelProto:
     """The ``cnn`` graph for ``size``; ``seed`` picks the weights, never the structure."""
     cfg = CONFIGS[size]
-    images = data.smooth_images(rng_for(seed, STREAM_FIT), cfg.stats_images, cfg.image, cfg.image)
+    images = prototypes(size)
     net = _Net(rng_for(seed, STREAM_WEIGHTS))
     x = net.conv_bn(("image", images.astype(np.float64).transpose(0, 2, 3, 1)), cfg.widths[0], 7, 2, "stem")
     x = net.max_pool(net.relu(x, "stem/Relu"), "stem/MaxPool")
@@ -145,16 +161,24 @@ class _Net:
         return self.relu((added, h[1] + shortcut[1]), f"{name}/Relu2")
 
     def classifier(self, x: _Act, classes: int) -> None:
-        """Global average pool and a fully connected layer centred and scaled on the sample images."""
+        """Global average pool and a nearest-class-mean classifier on the prototypes' features.
+
+        ``x`` holds one image per class (the prototypes). The logit of class ``c`` is
+        ``s * (f . m_c - |m_c|^2 / 2)`` for the centred pooled features ``f``, where ``m_c`` is the
+        class's centred mean: the nearest mean wins, and the margin is half the difference of
+        squared distances. ``s`` spreads a prototype's logits with a standard deviation of about 4.
+        """
         pooled = x[1].mean(axis=(1, 2))
+        if pooled.shape[0] != classes:
+            raise ValueError(f"the classifier is fitted on one image per class, got {pooled.shape[0]}")
         spread = round_scales(np.maximum(pooled.std(axis=0), 1e-6))
         centre = round_shifts(pooled.mean(axis=0), spread)
-        weight = self.rng.standard_normal((classes, pooled.shape[1]))
-        distance = float(np.mean(np.linalg.norm(pooled - centre, axis=1)))
-        scale = round_scale(TARGET_LOGIT_STD / max(distance, 1e-6))
+        means = round_shifts(pooled - centre, np.broadcast_to(spread, pooled.shape))
+        logits = means @ means.T - 0.5 * (means * means).sum(axis=1)[None, :]
+        scale = round_scale(TARGET_LOGIT_STD / max(float(logits.std(axis=1).mean()), 1e-9))
         flat = self.g.op("Flatten", [self.g.op("GlobalAveragePool", [x[0]], "pool")], "flatten", axis=1)
-        w = self.g.const("fc.weight", weight * scale)
-        b = self.g.const("fc.bias", -(weight @ centre) * scale)
+        w = self.g.const("fc.weight", means * scale)
+        b = self.g.const("fc.bias", -(means @ centre + 0.5 * (means * means).sum(axis=1)) * scale)
         self.g.op("Gemm", [flat, w, b], "logits", transB=1)
 
 

@@ -53,9 +53,10 @@ INT8_RECIPES: dict[str, Int8Recipe] = {
         per_channel=True,
         keep_fp32_nodes=(),
         keep_fp32_op_types=(),
-        max_accuracy_drop=0.2,
-        why="per-channel weights help most; the error is spread over all 20 convolutions, so no "
-        "single layer kept in fp32 buys much",
+        max_accuracy_drop=0.1,
+        why="per-channel weights with min/max ranges keep top-1 agreement near 0.99 on the "
+        "class-structured images; the error is spread over all 20 convolutions, so no single "
+        "layer kept in fp32 buys much",
     ),
     "ranker": Int8Recipe(
         method="minmax",

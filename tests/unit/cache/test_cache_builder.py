@@ -222,3 +222,45 @@ def test_progress_is_reported(store: EngineStore) -> None:
     seen: list[str] = []
     obtain_engine(make_source(), FP32, FakeBackend(), store, progress=lambda s, d, t: seen.append(s))
     assert seen == ["build: ctr", "fake build"]
+
+
+def test_an_update_that_regresses_against_its_base_is_kept_with_a_warning(
+    store: EngineStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a bound, tripled error is reported, not refused: the new weights may simply be
+    harder to quantize."""
+
+    def verify(folder: Path, output: BuildOutput) -> dict[str, object]:
+        error = 0.3 if output.extra.get("calibration_reused") else 0.1
+        return {"task": "none", "drop": error, "rel_l2_error": error}
+
+    spec = dataclasses.replace(INT8, max_accuracy_drop=None)
+    backend = FakeBackend(can_refit=False)
+    obtain_engine(make_source("w1"), spec, backend, store, verify=verify)
+    report = obtain_engine(make_source("w2"), spec, backend, store, verify=verify)
+    assert report.path == "calibration-reuse"
+    assert "over 2 x the previous engine's 0.1" in caplog.text
+
+
+class UpdateAwareVerifier:
+    """Records which check each engine got: a weight-only update gets ``check_update``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def __call__(self, folder: Path, output: BuildOutput) -> dict[str, object]:
+        self.calls.append(("full", output.build_path))
+        return {"task": "none", "drop": 0.0, "rel_l2_error": 0.1}
+
+    def check_update(self, folder: Path, output: BuildOutput, baseline: object) -> dict[str, object]:
+        self.calls.append(("update", baseline))
+        return {"task": "none", "drop": 0.0, "rel_l2_error": 0.15}
+
+
+def test_a_weight_only_update_is_checked_against_its_base(store: EngineStore) -> None:
+    verify = UpdateAwareVerifier()
+    backend = FakeBackend(can_refit=False)
+    obtain_engine(make_source("w1"), INT8, backend, store, verify=verify)
+    report = obtain_engine(make_source("w2"), INT8, backend, store, verify=verify)
+    assert report.path == "calibration-reuse"
+    assert verify.calls == [("full", "build"), ("update", {"task": "none", "drop": 0.0, "rel_l2_error": 0.1})]

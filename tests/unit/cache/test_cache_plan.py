@@ -9,7 +9,7 @@ from cache_fakes import TARGET, digest, make_entry, make_manifest
 
 from kiln.cache.gc import parse_byte_size, plan_eviction
 from kiln.cache.key import EngineKey
-from kiln.cache.plan import check_accuracy, check_target, plan_build
+from kiln.cache.plan import check_accuracy, check_target, plan_build, regression
 from kiln.cache.remove import match_prefix
 from kiln.errors import AccuracyError, BuildError, ConfigError
 
@@ -136,3 +136,26 @@ def test_match_prefix() -> None:
         match_prefix(entries, "zz")
     with pytest.raises(ConfigError, match="not a cache entry prefix"):
         match_prefix(entries, "")
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "regressed"),
+    [
+        (0.19, 0.1, False),  # within 2x: a retrain may move the error
+        (0.21, 0.1, True),
+        (None, 0.1, True),  # a non-finite error is stored as null
+        (0.5, None, False),  # no baseline figure: nothing to compare
+    ],
+)
+def test_an_update_regresses_past_twice_the_base_error(
+    new: float | None, old: float | None, regressed: bool
+) -> None:
+    reason = regression({"rel_l2_error": new}, {"rel_l2_error": old})
+    assert (reason is not None) == regressed
+    if regressed:
+        assert "previous engine" in str(reason)
+
+
+def test_no_report_is_no_regression() -> None:
+    assert regression(None, {"rel_l2_error": 0.1}) is None
+    assert regression({"drop": 0.1}, None) is None

@@ -98,13 +98,15 @@ def test_the_backend_gets_calibration_samples_only_when_it_calibrates(tmp_path: 
         max_check_samples=8,
     )
     backend = RecordingBackend()
-    wrapped = CalibrationOnDemand(backend, samples)  # type: ignore[arg-type]
+    told: list[bool] = []
+    wrapped = CalibrationOnDemand(backend, samples, lambda *, update: told.append(update))  # type: ignore[arg-type]
 
     wrapped.build(None, spec, tmp_path, calibration_cache=tmp_path / "calibration.json")  # type: ignore[arg-type]
     wrapped.build(None, spec, tmp_path)  # type: ignore[arg-type]
     wrapped.build(None, BuildSpec(precision="fp16"), tmp_path)  # type: ignore[arg-type]
 
     reused, calibrated, fp16 = backend.calibrations
+    assert told == [True, False, False]  # the reference starts with each build; prefix only on reuse
     assert reused is None
     assert fp16 is None
     assert isinstance(calibrated, SampleSet)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from kiln.cache.verify import AccuracyVerifier, CheckSamples
+from kiln.cache.verify import AccuracyVerifier, CheckSamples, screen_count
 from kiln.compile.backends.base import BuildOutput, EngineArtifact, LoadOptions, Target
 from kiln.compile.data import SampleSet
 from kiln.compile.spec import BuildSpec
@@ -130,3 +130,84 @@ def test_check_batches_respect_the_profiles(tmp_path: Path) -> None:
     spec = BuildSpec(profiles=(ShapeProfile("x", (1, 2), (4, 2), (8, 2)),), max_batch_size=64)
     AccuracyVerifier(backend, doubling_source(), spec, CheckSamples(Loads(), "validation"))(tmp_path, OUTPUT)  # type: ignore[arg-type]
     assert max(backend.batches) == 8
+
+
+def update_verifier(
+    backend: FakeBackend, spec: BuildSpec, loads: Loads, asked: int | None = 32
+) -> AccuracyVerifier:
+    return AccuracyVerifier(
+        backend,  # type: ignore[arg-type]
+        doubling_source(),
+        spec,
+        CheckSamples(loads, "validation"),
+        update_check_samples=asked,
+    )
+
+
+@pytest.mark.parametrize(
+    ("total", "batch", "asked", "expected"),
+    [
+        (128, 32, None, 32),
+        (512, 32, None, 128),
+        (8192, 32, None, 2048),
+        (20, 32, None, 20),
+        (100, 16, 40, 48),
+    ],
+)
+def test_an_update_is_screened_on_a_quarter_in_whole_batches(
+    total: int, batch: int, asked: int | None, expected: int
+) -> None:
+    assert screen_count(total, batch, asked) == expected
+
+
+def test_an_update_clearly_within_the_bound_is_decided_on_the_prefix(tmp_path: Path) -> None:
+    backend, loads = FakeBackend(error=0.001), Loads()
+    verifier = update_verifier(backend, BuildSpec(max_batch_size=16, max_accuracy_drop=0.05), loads)
+    verifier.prefetch(update=True)  # the reference of the prefix starts in the background
+    report = verifier.check_update(tmp_path, OUTPUT, {"rel_l2_error": 0.001})
+    assert report["num_samples"] == 32
+    assert sum(backend.batches) == 32
+    assert loads.count == 1
+
+
+def test_an_update_near_the_bound_is_decided_on_every_sample(tmp_path: Path) -> None:
+    """The first samples (smallest outputs) see a relative error of 0.13, all of them 0.098: the
+    prefix alone would refuse the engine, the full check accepts it."""
+    backend = FakeBackend(error=0.3)
+    spec = BuildSpec(max_batch_size=16, max_accuracy_drop=0.1)
+    report = update_verifier(backend, spec, Loads()).check_update(tmp_path, OUTPUT, None)
+    assert report["num_samples"] == 100
+    assert 0.09 < report["drop"] < 0.1  # type: ignore[operator]
+    assert sum(backend.batches) == 100  # the prefix, then the rest; none run twice
+    with pytest.raises(AccuracyError, match="on 100 samples"):
+        update_verifier(FakeBackend(error=0.4), spec, Loads()).check_update(tmp_path, OUTPUT, None)
+
+
+def test_an_update_without_a_bound_reports_the_prefix(tmp_path: Path) -> None:
+    backend = FakeBackend(error=0.5)
+    report = update_verifier(backend, BuildSpec(max_batch_size=16), Loads()).check_update(
+        tmp_path, OUTPUT, {"rel_l2_error": 1e-4}
+    )
+    assert report["num_samples"] == 32
+    assert sum(backend.batches) == 32
+
+
+def test_a_prefix_that_cannot_be_judged_alone_is_measured_in_full(tmp_path: Path) -> None:
+    """AUC needs clicks and non-clicks; the first 32 samples hold no click."""
+
+    def labelled() -> SampleSet:
+        x = np.linspace(1.0, 2.0, 200, dtype=np.float32).reshape(100, 2)
+        labels = np.where(np.arange(100) < 40, 0, np.arange(100) % 2)
+        return SampleSet({"x": x}, labels=labels)
+
+    backend = FakeBackend(error=0.01)
+    verifier = AccuracyVerifier(
+        backend,  # type: ignore[arg-type]
+        doubling_source(),
+        BuildSpec(max_batch_size=16, task="ctr"),
+        CheckSamples(labelled, "validation"),
+        update_check_samples=32,
+    )
+    report = verifier.check_update(tmp_path, OUTPUT, None)
+    assert report["num_samples"] == 100
+    assert report["auc_reference"] is not None

@@ -13,6 +13,7 @@ import pytest
 
 from kiln import examples
 from kiln.errors import ConfigError
+from kiln.examples import cnn
 from kiln.types import numpy_dtype
 
 NAMES = list(examples.EXAMPLES)
@@ -106,6 +107,25 @@ def test_cnn_top1_is_a_clear_winner_for_most_images(tiny: dict[str, onnx.ModelPr
     assert np.median(gap) > 0.25
     assert np.mean(gap < 0.01) < 0.1
     assert len(set(np.argmax(logits, axis=1).tolist())) >= 3  # not one class for every image
+
+
+def test_cnn_classifies_each_class_prototype_as_its_class(tiny: dict[str, onnx.ModelProto]) -> None:
+    """The head is a nearest-class-mean classifier fitted on the prototypes' features; images
+    blended from a prototype mostly keep its class, and the predictions are not near-ties."""
+    prototypes = cnn.prototypes("tiny")
+    logits = _session(tiny["cnn"]).run(None, {"image": np.asarray(prototypes)})[0]
+    assert (np.argmax(logits, axis=1) == np.arange(len(prototypes))).all()
+    samples = _run("cnn", tiny["cnn"], 256)
+    ordered = np.sort(samples, axis=1)
+    spread = np.median(samples.std(axis=1))
+    assert np.median(ordered[:, -1] - ordered[:, -2]) > 0.3 * spread
+
+
+def test_cnn_prototypes_do_not_depend_on_the_seed() -> None:
+    first = examples.make_samples("cnn", 8, size="tiny", seed=0)["image"]
+    assert not cnn.prototypes("tiny").flags.writeable
+    assert np.array_equal(cnn.prototypes("tiny"), cnn.prototypes("tiny"))
+    assert not np.array_equal(first, examples.make_samples("cnn", 8, size="tiny", seed=1)["image"])
 
 
 def test_ranker_scores_spread_out(tiny: dict[str, onnx.ModelProto]) -> None:

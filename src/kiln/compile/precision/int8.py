@@ -64,7 +64,8 @@ def quantize_int8(
     source = copy_model(model)
     name_unnamed_nodes(source)
     with tempfile.TemporaryDirectory(prefix="kiln-int8-", dir=workdir) as tmp:
-        prepared_path = prepare(source, Path(tmp))
+        prepared_path = None if table is None else prepared_for_table(source, table, Path(tmp))
+        prepared_path = prepared_path or prepare(source, Path(tmp))
         prepared = onnx.load(str(prepared_path))
         tensors = tensors_to_calibrate(prepared, quantizable_op_types())
         if table is not None:
@@ -74,7 +75,8 @@ def quantize_int8(
             ranges = calibrate(prepared, tensors, calibration, spec, progress)
         excluded = excluded_nodes(source, prepared, spec)
         quantized = _quantize(prepared_path, Path(tmp), ranges, excluded, spec)
-    _require_kernels(quantized, spec)
+    if table is None:  # with a stored table: the structure that table was made for loaded then
+        _require_kernels(quantized, spec)
     return Int8Result(quantized, ranges, reused=table is not None)
 
 
@@ -133,6 +135,28 @@ def prepare(source: onnx.ModelProto, tmp: Path) -> Path:
     name_unnamed_nodes(prepared)
     onnx.save(prepared, str(prepared_path))
     return prepared_path
+
+
+def prepared_for_table(
+    source: onnx.ModelProto, table: Mapping[str, tuple[float, float]], tmp: Path
+) -> Path | None:
+    """For a build from a stored table: ``source`` with plain ONNX shape inference written into
+    ``tmp``, when its activation tensors to quantize are exactly the table's, that is when
+    pre-processing changed none of them as the table was made (no fusion in this structure: the
+    pre-processor's work would be shape inference alone). ``None`` otherwise: pre-process then."""
+    inferred = onnx.shape_inference.infer_shapes(source)
+    if set(tensors_to_calibrate(inferred, quantizable_op_types())) != set(table):
+        return None
+    # The mark quant_pre_process leaves, so that quantize_static does not ask for it: the table
+    # shows it would have changed nothing that quantization sees.
+    onnx.helper.set_model_props(inferred, {**_props(inferred), "onnx.quant.pre_process": "onnxruntime.quant"})
+    path = tmp / "prepared.onnx"
+    onnx.save(inferred, str(path))
+    return path
+
+
+def _props(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def ranges_from_table(table: Mapping[str, tuple[float, float]], tensors: Mapping[str, int]) -> Ranges:

@@ -223,7 +223,9 @@ def test_model_with_nothing_to_quantize_comes_back_as_it_was(tmp_path: Path) -> 
     assert ops(result.model) == ["Tanh"]
     save_calibration_table({}, tmp_path / "t.json", method="minmax")
     again = apply_precision(model, int8(), calibration_table=load_calibration_table(tmp_path / "t.json"))
-    assert again.model.SerializeToString() == result.model.SerializeToString()
+    # the same graph; pre-processing (skipped here: nothing it could change) adds only opset imports
+    assert again.model.graph.node == result.model.graph.node
+    assert again.model.graph.initializer == result.model.graph.initializer
 
 
 def requantized_outputs(model: onnx.ModelProto, op_types: set[str]) -> int:
@@ -251,3 +253,41 @@ def test_float_outputs_skip_requantizing_products() -> None:
 def test_unknown_float_output_op_type_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--float-output-op-type names unknown op type"):
         apply_precision(build_mlp(), int8(float_output_op_types=("Matmul",)), calibration=mlp_samples())
+
+
+def count_pre_processing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    import onnxruntime.quantization
+
+    calls: list[str] = []
+    real = onnxruntime.quantization.quant_pre_process
+
+    def counted(*args: object, **kwargs: object) -> None:
+        calls.append(str(args[0]))
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnxruntime.quantization, "quant_pre_process", counted)
+    return calls
+
+
+def test_a_table_skips_pre_processing_where_it_changed_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conv net has nothing to fuse: the table's tensors are the raw graph's, so a rebuild from it
+    skips pre-processing and gives the same graph and outputs."""
+    samples = SampleSet({"img": np.random.default_rng(0).normal(size=(8, 3, 8, 8)).astype(np.float32)})
+    calls = count_pre_processing(monkeypatch)
+    calibrated = apply_precision(build_conv(), int8(), calibration=samples)
+    assert len(calls) == 1
+    assert calibrated.calibration_table is not None
+    reused = apply_precision(build_conv(), int8(), calibration_table=calibrated.calibration_table)
+    assert len(calls) == 1
+    assert [n.op_type for n in reused.model.graph.node] == [n.op_type for n in calibrated.model.graph.node]
+    x = {"img": samples.inputs["img"]}
+    np.testing.assert_array_equal(run_model(reused.model, x), run_model(calibrated.model, x))
+
+
+def test_a_table_of_a_fused_graph_is_applied_after_pre_processing(monkeypatch: pytest.MonkeyPatch) -> None:
+    calibrated = apply_precision(build_mlp(), int8(), calibration=mlp_samples())
+    assert calibrated.calibration_table is not None
+    calls = count_pre_processing(monkeypatch)
+    reused = apply_precision(build_mlp(), int8(), calibration_table=calibrated.calibration_table)
+    assert len(calls) == 1  # MatMul+Add became Gemm: the table names the fused graph's tensors
+    assert reused.model.SerializeToString() == calibrated.model.SerializeToString()
