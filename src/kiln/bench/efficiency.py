@@ -75,10 +75,8 @@ def capacity_at(variant: str, steps: Iterable[StepResult], bound_ms: float) -> C
 def ratio(numerator: Capacity, denominator: Capacity) -> Ratio:
     """``numerator.throughput / denominator.throughput`` at the same bound."""
     if numerator.bound_ms != denominator.bound_ms:
-        raise ConfigError(
-            describe("capacities at different p99 bounds cannot be compared",
-                     seen=f"{numerator.bound_ms} vs {denominator.bound_ms} ms")  # fmt: skip
-        )
+        seen = f"{numerator.bound_ms} vs {denominator.bound_ms} ms"
+        raise ConfigError(describe("capacities at different p99 bounds cannot be compared", seen=seen))
     value = None
     if numerator.throughput_per_s > 0 and denominator.throughput_per_s > 0:
         value = numerator.throughput_per_s / denominator.throughput_per_s

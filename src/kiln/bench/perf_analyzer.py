@@ -57,7 +57,9 @@ def write_input_data(pool: RequestPool, path: Path) -> Path:
         entry = {}
         for name, array in payload.items():
             if array.shape[0] != 1:
-                raise ConfigError(describe("perf_analyzer payloads must have one row", seen=list(array.shape)))
+                raise ConfigError(
+                    describe("perf_analyzer payloads must have one row", seen=list(array.shape))
+                )
             entry[name] = {"content": array[0].ravel().tolist(), "shape": list(array.shape[1:])}
         data.append(entry)
     path.write_text(json.dumps({"data": data}))
@@ -79,7 +81,11 @@ def perf_analyzer_command(
     start, end, step = concurrency
     if not 1 <= start <= end or step < 1:
         raise ConfigError(
-            describe("bad perf_analyzer concurrency range", seen=concurrency, fix="(start, end, step), e.g. (1, 16, 5)")
+            describe(
+                "bad perf_analyzer concurrency range",
+                seen=concurrency,
+                fix="(start, end, step), e.g. (1, 16, 5)",
+            )
         )
     return [str(binary), "-m", model, "-u", address, "-i", "http", "-b", "1",
             "--input-data", str(input_data), "--concurrency-range", f"{start}:{end}:{step}",
@@ -108,7 +114,9 @@ def parse_perf_csv(text: str) -> tuple[PerfRow, ...]:
     return tuple(sorted(rows, key=lambda r: r.concurrency))
 
 
-def run_perf_analyzer(command: Sequence[str], csv_path: Path, *, timeout_s: float = 300.0) -> tuple[PerfRow, ...]:
+def run_perf_analyzer(
+    command: Sequence[str], csv_path: Path, *, timeout_s: float = 300.0
+) -> tuple[PerfRow, ...]:
     """Run ``command``; its rows. ``ConfigError`` with the end of its output when it fails."""
     done = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s, check=False)
     if done.returncode != 0 or not csv_path.is_file():

@@ -13,4 +13,12 @@ drives all of them. :class:`PeerProcess` starts one on loopback in its own proce
 from kiln.bench.peers.ort import UnoptimizedTarget, create_session
 from kiln.bench.peers.process import PEER_KINDS, PeerKind, PeerProcess, PeerSpec, free_port
 
-__all__ = ["PEER_KINDS", "PeerKind", "PeerProcess", "PeerSpec", "UnoptimizedTarget", "create_session", "free_port"]
+__all__ = [
+    "PEER_KINDS",
+    "PeerKind",
+    "PeerProcess",
+    "PeerSpec",
+    "UnoptimizedTarget",
+    "create_session",
+    "free_port",
+]

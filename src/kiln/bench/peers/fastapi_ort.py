@@ -18,7 +18,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from kiln.bench.peers.ort import create_session, run_session, signature
-from kiln.bench.peers.v2json import decode_inputs, encode_outputs, error_body, model_metadata
+from kiln.bench.peers.v2json import (
+    HEADER_LENGTH,
+    decode_inputs,
+    encode_outputs,
+    error_body,
+    model_metadata,
+    split_binary,
+)
 from kiln.errors import InvalidInput
 
 
@@ -55,12 +62,13 @@ def create_fastapi_app(
     async def infer_route(model_name: str, request: Request, version: str = "1") -> Any:
         if model_name != name:
             return unknown(model_name)
-        body = await request.json()
-        return await run_in_threadpool(infer, body)
+        body = await request.body()
+        header = request.headers.get(HEADER_LENGTH)
+        return await run_in_threadpool(infer, body, None if header is None else int(header))
 
-    def infer(body: dict[str, Any]) -> Any:
+    def infer(body: bytes, header_length: int | None) -> Any:
         try:
-            arrays = decode_inputs(body, inputs)
+            arrays = decode_inputs(split_binary(body, header_length), inputs)
         except InvalidInput as error:
             return JSONResponse(error_body(str(error)), status_code=400)
         with guard:

@@ -8,6 +8,8 @@ and index routes to LitServe's app so that ``kiln bench`` drives it like any v2 
 """
 
 # No ``from __future__ import annotations``: LitServe reads decode_request's annotation at run time.
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,12 @@ import numpy as np
 from starlette.requests import Request
 
 from kiln.bench.peers.ort import create_session, run_session, signature
-from kiln.bench.peers.v2json import decode_inputs, encode_outputs, model_metadata
+from kiln.bench.peers.v2json import HEADER_LENGTH, decode_inputs, encode_outputs, model_metadata, split_binary
 from kiln.errors import InvalidInput
 from kiln.types import Array
 
 try:
-    import litserve as ls
+    import litserve as ls  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - the ``peers`` extra is not installed
     ls = None
 
@@ -43,7 +45,7 @@ class OrtLitAPI(_Base):  # type: ignore[misc]
 
     def decode_request(self, request: Request, **kwargs: Any) -> dict[str, Array]:
         try:
-            return decode_inputs(request, self.inputs)  # type: ignore[arg-type]  # LitServe passes the JSON body
+            return decode_inputs(request, self.inputs)  # LitServe passes the JSON body, not the request
         except InvalidInput as error:
             from fastapi import HTTPException  # noqa: PLC0415
 
@@ -72,6 +74,45 @@ class OrtLitAPI(_Base):  # type: ignore[misc]
         return encode_outputs(self.name, output)
 
 
+class BinaryToJson:
+    """ASGI middleware: a request in the binary-tensor extension becomes a JSON request carrying
+    each input's bytes in base64 (``raw_b64``), since LitServe hands ``decode_request`` the JSON."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
+        length = headers.get(HEADER_LENGTH.lower().encode())
+        if length is None:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = split_binary(body, int(length))
+        for entry in request.get("inputs", []):
+            if "raw" in entry:
+                entry["raw_b64"] = base64.b64encode(entry.pop("raw")).decode()
+        new_body = json.dumps(request).encode()
+        kept = [(k, v) for k, v in scope["headers"] if k not in (b"content-length", b"content-type")]
+        kept += [(b"content-length", str(len(new_body)).encode()), (b"content-type", b"application/json")]
+        kept = [(k, v) for k, v in kept if k != HEADER_LENGTH.lower().encode()]
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": new_body, "more_body": False}
+            return await receive()
+
+        await self.app({**scope, "headers": kept}, replay, send)
+
+
 def run_litserve(
     model: Path, name: str, *, port: int, max_batch_size: int = 32, batch_timeout_s: float = 0.002
 ) -> None:
@@ -79,7 +120,9 @@ def run_litserve(
     if ls is None:
         raise ImportError("litserve is not installed: pip install 'kiln[peers]'")
     api = OrtLitAPI(model, name, max_batch_size=max_batch_size, batch_timeout_s=batch_timeout_s)
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=60)
+    server = ls.LitServer(
+        api, accelerator="cpu", devices=1, workers_per_device=1, timeout=60, middlewares=[BinaryToJson]
+    )
     inputs, outputs = signature(model)
     meta = model_metadata(name, inputs, outputs)
 

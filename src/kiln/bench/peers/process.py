@@ -8,6 +8,7 @@ SIGTERM, then SIGKILL after a grace period. LitServe's worker processes go with 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -49,12 +50,15 @@ class PeerSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in PEER_KINDS:
-            raise ConfigError(describe("unknown peer", seen=self.kind, fix=f"use one of {', '.join(PEER_KINDS)}"))
+            raise ConfigError(
+                describe("unknown peer", seen=self.kind, fix=f"use one of {', '.join(PEER_KINDS)}")
+            )
 
     def command(self, port: int) -> list[str]:
         args = [sys.executable, "-m", "kiln.bench.peers.serve", self.kind, "--model", str(self.model),
                 "--name", self.name, "--port", str(port), "--max-batch-size", str(self.max_batch_size),
-                "--max-queue-delay-us", str(self.max_queue_delay_us), "--instances", str(self.instances)]  # fmt: skip
+                "--max-queue-delay-us", str(self.max_queue_delay_us),
+                "--instances", str(self.instances)]  # fmt: skip
         if self.cache_dir is not None:
             args += ["--cache-dir", str(self.cache_dir)]
         return args
@@ -82,7 +86,7 @@ class PeerProcess:
 
     def start(self) -> PeerProcess:
         self.port = free_port()
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(self.spec.command(self.port), stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
@@ -98,8 +102,8 @@ class PeerProcess:
         deadline = time.monotonic() + self.spec.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise ConfigError(describe(f"the {self.spec.kind} server exited while starting",
-                                           seen=f"exit {self._proc.returncode}: {self.output_tail()}"))  # fmt: skip
+                seen = f"exit {self._proc.returncode}: {self.output_tail()}"
+                raise ConfigError(describe(f"the {self.spec.kind} server exited while starting", seen=seen))
             if _ready(self.url):
                 return
             time.sleep(0.1)
@@ -140,10 +144,8 @@ class PeerProcess:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _ready(url: str) -> bool:

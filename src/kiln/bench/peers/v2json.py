@@ -1,11 +1,17 @@
-"""The KServe v2 JSON wire format as the peer servers speak it: pure encode/decode, no I/O.
+"""The KServe v2 wire format as the peer servers speak it: pure encode/decode, no I/O.
 
 A hand-written deployment typically speaks JSON: ``{"inputs": [{"name", "shape", "datatype",
 "data"}]}`` in, ``{"model_name", "outputs": [...]}`` out, ``data`` a flat (row-major) list.
+The peers also read inputs sent in Triton's binary-tensor extension (a JSON header of
+``Inference-Header-Content-Length`` bytes, then each input's raw bytes, its size in
+``parameters.binary_data_size``), so that the same client (``kiln bench``, perf_analyzer) drives
+every server the same way; they answer in JSON.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +19,8 @@ import numpy as np
 
 from kiln.errors import InvalidInput, describe
 from kiln.types import Array, TensorSpec, datatype_of, numpy_dtype
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def decode_inputs(body: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[str, Array]:
@@ -28,8 +36,17 @@ def decode_inputs(body: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[
         if spec is None:
             raise InvalidInput(describe("unknown input", seen=name, fix=f"the inputs are {sorted(known)}"))
         shape = [int(d) for d in entry.get("shape", [])]
+        raw = entry.get("raw")
+        if raw is None and "raw_b64" in entry:
+            raw = base64.b64decode(entry["raw_b64"])
         try:
-            array = np.asarray(entry.get("data"), dtype=numpy_dtype(spec.datatype)).reshape(shape)
+            dtype = numpy_dtype(spec.datatype)
+            data = (
+                np.frombuffer(raw, dtype=dtype)
+                if raw is not None
+                else np.asarray(entry.get("data"), dtype=dtype)
+            )
+            array = data.reshape(shape)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(describe(f"input {name!r} does not fit its shape", seen=str(exc))) from None
         arrays[name] = array
@@ -37,6 +54,24 @@ def decode_inputs(body: Mapping[str, Any], specs: Sequence[TensorSpec]) -> dict[
     if missing:
         raise InvalidInput(describe("inputs are missing", seen=missing, fix="send every model input"))
     return arrays
+
+
+def split_binary(body: bytes, header_length: int | None) -> dict[str, Any]:
+    """The request as JSON, with each binary input's bytes under ``raw`` (``header_length``
+    ``None``: the body is plain JSON)."""
+    if header_length is None:
+        parsed: dict[str, Any] = json.loads(body)
+        return parsed
+    if not 0 < header_length <= len(body):
+        raise InvalidInput(describe("bad Inference-Header-Content-Length", seen=header_length))
+    request: dict[str, Any] = json.loads(body[:header_length])
+    offset = header_length
+    for entry in request.get("inputs", []):
+        size = (entry.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            entry["raw"] = body[offset : offset + int(size)]
+            offset += int(size)
+    return request
 
 
 def encode_outputs(model: str, outputs: Mapping[str, Array]) -> dict[str, Any]:
