@@ -1,0 +1,260 @@
+"""kiln against its peers: max throughput at a p99 SLO, per example model, on this machine.
+
+    python benchmarks/peers.py [--quick] [--models ctr,ranker,cnn] [--step-s S] [--out DIR] [--work DIR]
+
+For each example model, four servers are started one after the other on loopback, each in its own
+process, and driven by the same load generator (``kiln bench``'s KServe v2 client over HTTP, inputs
+in the binary-tensor extension, real validation samples) through the same closed-loop concurrency
+sweep:
+
+* ``kiln``: kiln's server (runtime with dynamic batching) on the int8 engine kiln builds with the
+  example's recipe (accuracy checked against fp32 at build time);
+* ``unoptimized``: the exported fp32 model, graph optimizations off, one run at a time, no batching;
+* ``fastapi-ort``: FastAPI + ONNX Runtime (default optimizations), one request per run;
+* ``litserve``: LitServe + ONNX Runtime with LitServe's batching on (same batch limit and wait as kiln).
+
+The capacity of each is its highest throughput among the steps whose p99 stayed within the model's
+SLO (CTR 5 ms, ranker 50 ms, CNN 200 ms); kiln's ratio to each is reported, and kiln's ratio to the
+unoptimized baseline is recorded as the engine's efficiency factor in its manifest. perf_analyzer
+then measures kiln's server again at two concurrencies, as a cross-check of the load generator.
+
+Writes ``peers.json``, ``peers.md`` and ``peers-<model>.png`` into ``--out``. ``--quick`` runs the
+tiny models briefly, as a smoke test. Timings are not asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.bench.efficiency import Capacity, capacity_at, ratio
+from kiln.bench.inputs import RequestPool
+from kiln.bench.kserve import KServeTarget
+from kiln.bench.machine import describe_machine
+from kiln.bench.peers import PeerProcess, PeerSpec
+from kiln.bench.peers.ort import signature
+from kiln.bench.perf_analyzer import (
+    PerfRow,
+    find_perf_analyzer,
+    perf_analyzer_command,
+    run_perf_analyzer,
+    write_input_data,
+)
+from kiln.bench.plots import plot_latency_throughput
+from kiln.bench.results import StepResult
+from kiln.bench.runner import BenchPlan, run_bench
+from kiln.cache.efficiency import record_efficiency_factor
+from kiln.cache.pipeline import BuildRequest, build_engine
+from kiln.cli.demo import prepare_example
+from kiln.examples.recipes import build_spec
+
+VARIANTS = ("kiln", "unoptimized", "fastapi-ort", "litserve")
+TARGETS = {"fastapi-ort": 2.0, "litserve": 1.3}
+CNN_UNOPTIMIZED_TARGET = 4.5
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    slo_ms: float
+    concurrency: tuple[int, ...]
+    max_batch_size: int
+    max_queue_delay_us: int
+
+
+PLANS = {
+    "ctr": ModelPlan("ctr", 5.0, (1, 2, 4, 8, 16, 32), 64, 500),
+    "ranker": ModelPlan("ranker", 50.0, (1, 2, 4, 8, 16), 16, 2000),
+    "cnn": ModelPlan("cnn", 200.0, (1, 2, 4, 8), 8, 5000),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    models: tuple[str, ...]
+    step_s: float
+    warmup_s: float
+    out: Path
+    work: Path | None
+    perf_analyzer: bool
+
+
+def kiln_engine(folder: Path, name: str, size: str, cache: Path) -> tuple[Path, dict[str, object]]:
+    """The int8 engine kiln builds for the example (the recipe's accuracy bound enforced)."""
+    report = build_engine(
+        BuildRequest(
+            model=folder / f"{name}.onnx",
+            spec=build_spec(name, "int8", size=size),  # type: ignore[arg-type]
+            calibration=folder / "calibration",
+            validation=folder / "validation",
+            cache=cache,
+        )
+    )
+    return report.artifact.path, dict(report.accuracy or {})
+
+
+async def sweep(
+    url: str, name: str, pool: RequestPool, plan: ModelPlan, settings: Settings
+) -> tuple[StepResult, ...]:
+    bench = BenchPlan(concurrency=plan.concurrency, duration_s=settings.step_s, warmup_s=settings.warmup_s)
+    report = await run_bench(KServeTarget(url, name), bench, requests=pool, model=name)
+    return next(iter(report.variants.values()), ())
+
+
+def cross_check(
+    url: str, name: str, pool: RequestPool, plan: ModelPlan, work: Path, quick: bool
+) -> list[PerfRow]:
+    low, high = plan.concurrency[0], plan.concurrency[-1]
+    csv_path = work / f"perf-{name}.csv"
+    command = perf_analyzer_command(
+        find_perf_analyzer(), url.removeprefix("http://"), name, concurrency=(low, high, high - low),
+        input_data=write_input_data(pool, work / f"perf-{name}.json"), csv_path=csv_path,
+        measurement_ms=500 if quick else 3000,
+    )  # fmt: skip
+    return list(run_perf_analyzer(command, csv_path))
+
+
+def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, object]:
+    size = "tiny" if settings.quick else "full"
+    folder = prepare_example(work / "examples", plan.name, size)  # type: ignore[arg-type]
+    model = folder / f"{plan.name}.onnx"
+    artifact, accuracy = kiln_engine(folder, plan.name, size, work / "cache")
+    inputs, _ = signature(model)
+    pool = RequestPool.from_samples(folder / "validation", inputs, batch_size=1)
+    steps: dict[str, tuple[StepResult, ...]] = {}
+    perf: list[PerfRow] = []
+    for variant in VARIANTS:
+        source = artifact if variant == "kiln" else model
+        spec = PeerSpec(variant, source, plan.name, max_batch_size=plan.max_batch_size,  # type: ignore[arg-type]
+                        max_queue_delay_us=plan.max_queue_delay_us, cache_dir=work / "cache")  # fmt: skip
+        with PeerProcess(spec) as peer:
+            steps[variant] = asyncio.run(sweep(peer.url, plan.name, pool, plan, settings))
+            if variant == "kiln" and settings.perf_analyzer:
+                perf = cross_check(peer.url, plan.name, pool, plan, work, settings.quick)
+        print(f"[{plan.name}] {variant}: " + ", ".join(f"{s.label} {s.throughput_per_s:.0f}/s "
+              f"p99 {s.summary.p99_ms:.1f} ms" for s in steps[variant]), flush=True)  # fmt: skip
+    caps = {v: capacity_at(v, s, plan.slo_ms) for v, s in steps.items()}
+    factor = ratio(caps["kiln"], caps["unoptimized"]).value
+    if factor is not None:
+        record_efficiency_factor(artifact, factor)
+    png = plot_latency_throughput(
+        steps, settings.out / f"peers-{plan.name}.png",
+        title=f"{plan.name} ({size}): p99 latency vs throughput, closed loop, HTTP; SLO {plan.slo_ms:g} ms",
+    )  # fmt: skip
+    return {
+        "model": plan.name, "size": size, "slo_ms": plan.slo_ms, "accuracy": accuracy,
+        "kiln_settings": {"max_batch_size": plan.max_batch_size, "max_queue_delay_us": plan.max_queue_delay_us},
+        "capacity": {v: c.to_json() for v, c in caps.items()},
+        "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
+        "efficiency_factor": factor, "plot": png.name,
+        "steps": {v: [s.to_json() for s in ss] for v, ss in steps.items()},
+        "perf_analyzer": [r.to_json() for r in perf],
+    }  # fmt: skip
+
+
+def capacity_cell(cap: dict[str, object]) -> str:
+    if cap["step"] is None:
+        best = cap["best_p99_ms"]
+        return "none within SLO" + (f" (best p99 {best:.1f} ms)" if isinstance(best, float) else "")
+    return f"{cap['throughput_per_s']:,.0f}/s ({cap['step']}, p99 {cap['p99_ms']:.1f} ms)"
+
+
+def render_markdown(results: dict[str, object]) -> str:
+    models = results["models"]
+    assert isinstance(models, list)
+    lines = ["| model | SLO p99 | kiln | unoptimized | FastAPI+ORT | LitServe | kiln × unopt. | kiln × FastAPI | kiln × LitServe |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in models:
+        caps, ratios = m["capacity"], m["ratios"]
+        cells = [capacity_cell(caps[v]) for v in VARIANTS]
+        shown = [
+            f"{ratios[v]:.2f}" if ratios[v] is not None else "–"
+            for v in ("unoptimized", "fastapi-ort", "litserve")
+        ]
+        lines.append(f"| {m['model']} | {m['slo_ms']:g} ms | " + " | ".join(cells + shown) + " |")
+    lines += [
+        "",
+        "| model | tool | concurrency | throughput/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        by_c = {s["concurrency"]: s for s in m["steps"]["kiln"]}
+        for row in m["perf_analyzer"]:
+            step = by_c.get(row["concurrency"])
+            if step is not None:
+                lat = step.get("latency_ms")
+                lines.append(f"| {m['model']} | kiln bench | {row['concurrency']} | {step['throughput_per_s']:,.0f} | "
+                             f"{_ms(lat, 'p50_ms')} | {_ms(lat, 'p99_ms')} |")  # fmt: skip
+            lines.append(f"| {m['model']} | perf_analyzer | {row['concurrency']} | {row['throughput_per_s']:,.0f} | "
+                         f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _ms(summary: object, key: str) -> str:
+    return f"{summary[key]:.2f}" if isinstance(summary, dict) else "?"
+
+
+def target_lines(results: dict[str, object]) -> list[str]:
+    lines = []
+    for m in results["models"]:  # type: ignore[attr-defined]
+        for peer, want in TARGETS.items():
+            got = m["ratios"][peer]
+            lines.append(f"{m['model']}: kiln ≥ {want}× {peer}: " + ("no measurement" if got is None else
+                         f"{got:.2f}× — {'met' if got >= want else 'missed'}"))  # fmt: skip
+        if m["model"] == "cnn":
+            got = m["ratios"]["unoptimized"]
+            lines.append(f"cnn: kiln ≥ {CNN_UNOPTIMIZED_TARGET}× unoptimized: " + ("no measurement" if got is None
+                         else f"{got:.2f}× — {'met' if got >= CNN_UNOPTIMIZED_TARGET else 'missed'}"))  # fmt: skip
+    return lines
+
+
+def parse(argv: list[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models, short steps (a smoke test)")
+    parser.add_argument("--models", default="ctr,ranker,cnn")
+    parser.add_argument("--step-s", type=float, default=None, help="measured seconds per step")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--no-perf-analyzer", action="store_true")
+    args = parser.parse_args(argv)
+    models = tuple(m for m in args.models.split(",") if m)
+    unknown = sorted(set(models) - set(PLANS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; use {sorted(PLANS)}")
+    step_s = args.step_s or (0.6 if args.quick else 3.0)
+    return Settings(args.quick, models, step_s, 0.2 if args.quick else 0.7, args.out, args.work,
+                    not args.no_perf_analyzer)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse(argv)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory(prefix="kiln-peers-") as scratch:
+        work = settings.work or Path(scratch)
+        models = [run_model(PLANS[m], settings, work) for m in settings.models]
+    results: dict[str, object] = {
+        "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started_at": started, "machine": describe_machine().to_json(), "load_avg": os.getloadavg(),
+        "models": models,
+    }  # fmt: skip
+    results["targets"] = target_lines(results)
+    (settings.out / "peers.json").write_text(json.dumps(results, indent=2, default=str))
+    (settings.out / "peers.md").write_text(
+        render_markdown(results) + "\n" + "\n".join(results["targets"]) + "\n"
+    )  # type: ignore[arg-type]
+    print(render_markdown(results))
+    print("\n".join(results["targets"]))  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
