@@ -132,6 +132,7 @@ class PeerProcess:
                 proc.wait(grace_s)
         if proc is not None:
             _signal_group(proc.pid, signal.SIGKILL)  # leftovers of the group (worker processes)
+            _wait_group_gone(proc.pid, grace_s)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -146,6 +147,18 @@ class PeerProcess:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    """Wait until no process of the group is left (reaped worker processes included)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _ready(url: str) -> bool:
