@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln.bench.efficiency import Capacity, capacity_at, ratio
+from kiln.bench.efficiency import capacity_at, ratio
 from kiln.bench.inputs import RequestPool
 from kiln.bench.kserve import KServeTarget
 from kiln.bench.machine import describe_machine
@@ -110,7 +110,7 @@ async def sweep(
 
 
 def cross_check(
-    url: str, name: str, pool: RequestPool, plan: ModelPlan, work: Path, quick: bool
+    url: str, name: str, pool: RequestPool, plan: ModelPlan, *, work: Path, quick: bool
 ) -> list[PerfRow]:
     low, high = plan.concurrency[0], plan.concurrency[-1]
     csv_path = work / f"perf-{name}.csv"
@@ -138,7 +138,7 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
         with PeerProcess(spec) as peer:
             steps[variant] = asyncio.run(sweep(peer.url, plan.name, pool, plan, settings))
             if variant == "kiln" and settings.perf_analyzer:
-                perf = cross_check(peer.url, plan.name, pool, plan, work, settings.quick)
+                perf = cross_check(peer.url, plan.name, pool, plan, work=work, quick=settings.quick)
         print(f"[{plan.name}] {variant}: " + ", ".join(f"{s.label} {s.throughput_per_s:.0f}/s "
               f"p99 {s.summary.p99_ms:.1f} ms" for s in steps[variant]), flush=True)  # fmt: skip
     caps = {v: capacity_at(v, s, plan.slo_ms) for v, s in steps.items()}
@@ -151,7 +151,8 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
     )  # fmt: skip
     return {
         "model": plan.name, "size": size, "slo_ms": plan.slo_ms, "accuracy": accuracy,
-        "kiln_settings": {"max_batch_size": plan.max_batch_size, "max_queue_delay_us": plan.max_queue_delay_us},
+        "kiln_settings": {"max_batch_size": plan.max_batch_size,
+                          "max_queue_delay_us": plan.max_queue_delay_us},
         "capacity": {v: c.to_json() for v, c in caps.items()},
         "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
         "efficiency_factor": factor, "plot": png.name,
@@ -170,7 +171,8 @@ def capacity_cell(cap: dict[str, object]) -> str:
 def render_markdown(results: dict[str, object]) -> str:
     models = results["models"]
     assert isinstance(models, list)
-    lines = ["| model | SLO p99 | kiln | unoptimized | FastAPI+ORT | LitServe | kiln × unopt. | kiln × FastAPI | kiln × LitServe |",
+    lines = ["| model | SLO p99 | kiln | unoptimized | FastAPI+ORT | LitServe "
+             "| kiln × unopt. | kiln × FastAPI | kiln × LitServe |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in models:
         caps, ratios = m["capacity"], m["ratios"]
@@ -191,10 +193,14 @@ def render_markdown(results: dict[str, object]) -> str:
             step = by_c.get(row["concurrency"])
             if step is not None:
                 lat = step.get("latency_ms")
-                lines.append(f"| {m['model']} | kiln bench | {row['concurrency']} | {step['throughput_per_s']:,.0f} | "
-                             f"{_ms(lat, 'p50_ms')} | {_ms(lat, 'p99_ms')} |")  # fmt: skip
-            lines.append(f"| {m['model']} | perf_analyzer | {row['concurrency']} | {row['throughput_per_s']:,.0f} | "
-                         f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")  # fmt: skip
+                cells = [f"{step['throughput_per_s']:,.0f}", _ms(lat, "p50_ms"), _ms(lat, "p99_ms")]
+                lines.append(
+                    f"| {m['model']} | kiln bench | {row['concurrency']} | " + " | ".join(cells) + " |"
+                )
+            cells = [f"{row['throughput_per_s']:,.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"]
+            lines.append(
+                f"| {m['model']} | perf_analyzer | {row['concurrency']} | " + " | ".join(cells) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -211,8 +217,12 @@ def target_lines(results: dict[str, object]) -> list[str]:
                          f"{got:.2f}× — {'met' if got >= want else 'missed'}"))  # fmt: skip
         if m["model"] == "cnn":
             got = m["ratios"]["unoptimized"]
-            lines.append(f"cnn: kiln ≥ {CNN_UNOPTIMIZED_TARGET}× unoptimized: " + ("no measurement" if got is None
-                         else f"{got:.2f}× — {'met' if got >= CNN_UNOPTIMIZED_TARGET else 'missed'}"))  # fmt: skip
+            verdict = (
+                "no measurement"
+                if got is None
+                else (f"{got:.2f}× — {'met' if got >= CNN_UNOPTIMIZED_TARGET else 'missed'}")
+            )
+            lines.append(f"cnn: kiln ≥ {CNN_UNOPTIMIZED_TARGET}× unoptimized: {verdict}")  # fmt: skip
     return lines
 
 

@@ -121,8 +121,8 @@ class GateConfig:
         if self.publish and self.repo is None:
             raise ConfigError(describe("publishing needs a model repository", fix="give --publish REPO"))
         if self.repo is not None and not Path(self.repo).is_dir():
-            raise ConfigError(describe("the model repository is not a folder", seen=str(self.repo),
-                                       fix="create it (an empty folder is a repository without models)"))  # fmt: skip
+            fix = "create it (an empty folder is a repository without models)"
+            raise ConfigError(describe("the model repository is not a folder", seen=str(self.repo), fix=fix))
         if self.thresholds.max_drop_vs_served is not None and self.served_url is None and self.repo is None:
             raise ConfigError(describe("--max-drop-vs-served needs the served model",
                                        fix="give --served-url URL or --repo REPO"))  # fmt: skip

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tritonclient.http as http
+from tritonclient import http
 
 from kiln.bench.inputs import RequestPool
 from kiln.bench.kserve import KServeTarget

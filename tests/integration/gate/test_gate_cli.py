@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,8 @@ def test_ci_gate_builds_checks_publishes_then_gates_a_retrain_against_the_served
         retrained = example / "retrained"  # its validation samples are labelled by the new weights
         second = kiln_cli("gate", str(retrained / "ctr.onnx"), "--name", "ctr", *common,
                           "--validation", str(retrained / "validation"),
-                          "--served-url", served.url, "--max-drop-vs-served", "0.05", "--publish", str(repo))  # fmt: skip
+                          "--served-url", served.url, "--max-drop-vs-served", "0.05",
+                          "--publish", str(repo))  # fmt: skip
     assert second.returncode == 0, second.stdout + second.stderr
     assert "accuracy vs served" in second.stdout
     assert (repo / "ctr" / "2" / "model.onnx").read_bytes() == (
@@ -100,7 +100,7 @@ def test_a_model_the_server_does_not_serve_exits_2_naming_what_it_serves(example
 def test_a_load_step_failing_every_request_is_reported_and_the_gate_goes_on(
     example: Path, cache: Path, tmp_path: Path
 ) -> None:
-    code, output = gate(str(example / "ctr.onnx"), "--cache-dir", str(cache), "--int-range", "100000000:100000001",
+    code, _ = gate(str(example / "ctr.onnx"), "--cache-dir", str(cache), "--int-range", "100000000:100000001",
                         "--max-p99-ms", "1000", "--min-speedup", "0.01", "--max-build-s", "600",
                         "--json", str(tmp_path / "g.json"), *SHORT)  # fmt: skip
     assert code == 1
@@ -129,7 +129,7 @@ def test_a_candidate_with_another_signature_fails_naming_the_difference(
     repo.mkdir()
     other = build_model("ranker", tmp_path / "ranker.onnx", size="tiny")
     publish_version(repo, "ctr", {"model.onnx": other})
-    code, output = gate(str(example / "ctr.onnx"), "--repo", str(repo), "--cache-dir", str(cache),
+    code, _ = gate(str(example / "ctr.onnx"), "--repo", str(repo), "--cache-dir", str(cache),
                         "--json", str(tmp_path / "g.json"), *SHORT)  # fmt: skip
     assert code == 1
     check = next(

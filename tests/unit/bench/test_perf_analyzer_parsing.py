@@ -10,10 +10,13 @@ from kiln.bench.inputs import RequestPool
 from kiln.bench.perf_analyzer import parse_perf_csv, perf_analyzer_command, write_input_data
 from kiln.errors import ConfigError
 
-CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency
-8,1482.98,66,2590,2293,63,348,13,0,4839,7787,9980,12520
+CSV = (
+    "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+    "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency\n"
+    """8,1482.98,66,2590,2293,63,348,13,0,4839,7787,9980,12520
 1,227.049,123,1478,2402,5,354,13,0,3762,5468,6719,9535
 """
+)
 
 
 def test_csv_rows_sorted_by_concurrency_in_milliseconds() -> None:

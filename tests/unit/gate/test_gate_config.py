@@ -19,7 +19,7 @@ from kiln.gate.config import GateConfig, GateLoad, GateThresholds
     ],
 )
 def test_thresholds_a_gate_cannot_use_are_refused(thresholds: dict[str, float]) -> None:
-    with pytest.raises(ConfigError, match="threshold|must be > 0"):
+    with pytest.raises(ConfigError, match=r"threshold|must be > 0"):
         GateThresholds(**thresholds)
 
 
