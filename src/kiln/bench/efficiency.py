@@ -54,22 +54,37 @@ class Ratio:
                 "bound_ms": self.bound_ms, "value": self.value}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Point:
+    """One load step as any tool measured it: its label, throughput and p99 (failed steps excluded)."""
+
+    label: str
+    throughput_per_s: float
+    p99_ms: float
+
+
 def capacity_at(variant: str, steps: Iterable[StepResult], bound_ms: float) -> Capacity:
     """The highest throughput among ``steps`` with p99 ≤ ``bound_ms`` and no failed request."""
+    points = [
+        Point(s.label, s.throughput_per_s, s.summary.p99_ms) for s in steps if s.ok > 0 and not s.failed
+    ]
+    return capacity_of(variant, points, bound_ms)
+
+
+def capacity_of(variant: str, points: Iterable[Point], bound_ms: float) -> Capacity:
+    """The highest throughput among ``points`` with p99 ≤ ``bound_ms`` (steps of another tool, such
+    as perf_analyzer's rows)."""
     if not bound_ms > 0:
         raise ConfigError(describe("the p99 bound must be > 0 ms", seen=bound_ms, fix="e.g. --slo-ms 5"))
-    best: StepResult | None = None
+    best: Point | None = None
     lowest: float | None = None
-    for step in steps:
-        if step.ok == 0 or step.failed:
-            continue
-        p99 = step.summary.p99_ms
-        lowest = p99 if lowest is None else min(lowest, p99)
-        if p99 <= bound_ms and (best is None or step.throughput_per_s > best.throughput_per_s):
-            best = step
+    for point in points:
+        lowest = point.p99_ms if lowest is None else min(lowest, point.p99_ms)
+        if point.p99_ms <= bound_ms and (best is None or point.throughput_per_s > best.throughput_per_s):
+            best = point
     if best is None:
         return Capacity(variant, bound_ms, 0.0, None, None, lowest)
-    return Capacity(variant, bound_ms, best.throughput_per_s, best.label, best.summary.p99_ms, lowest)
+    return Capacity(variant, bound_ms, best.throughput_per_s, best.label, best.p99_ms, lowest)
 
 
 def ratio(numerator: Capacity, denominator: Capacity) -> Ratio:

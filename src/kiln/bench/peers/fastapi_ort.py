@@ -23,7 +23,9 @@ from kiln.bench.peers.v2json import (
     decode_inputs,
     encode_outputs,
     error_body,
+    model_config,
     model_metadata,
+    server_metadata,
     split_binary,
 )
 from kiln.errors import InvalidInput
@@ -41,6 +43,10 @@ def create_fastapi_app(
     def unknown(model_name: str) -> JSONResponse:
         return JSONResponse(error_body(f"unknown model {model_name!r}; serving {name!r}"), status_code=404)
 
+    @app.get("/v2")
+    def server() -> dict[str, Any]:
+        return server_metadata("fastapi-onnxruntime")
+
     @app.get("/v2/health/live")
     @app.get("/v2/health/ready")
     def health() -> dict[str, bool]:
@@ -56,6 +62,12 @@ def create_fastapi_app(
         if model_name != name:
             return unknown(model_name)
         return model_metadata(name, inputs, outputs)
+
+    @app.get("/v2/models/{model_name}/config")
+    def config(model_name: str) -> Any:
+        if model_name != name:
+            return unknown(model_name)
+        return model_config(name, inputs, outputs)
 
     @app.post("/v2/models/{model_name}/infer")
     @app.post("/v2/models/{model_name}/versions/{version}/infer")

@@ -17,7 +17,15 @@ import numpy as np
 from starlette.requests import Request
 
 from kiln.bench.peers.ort import create_session, run_session, signature
-from kiln.bench.peers.v2json import HEADER_LENGTH, decode_inputs, encode_outputs, model_metadata, split_binary
+from kiln.bench.peers.v2json import (
+    HEADER_LENGTH,
+    decode_inputs,
+    encode_outputs,
+    model_config,
+    model_metadata,
+    server_metadata,
+    split_binary,
+)
 from kiln.errors import InvalidInput
 from kiln.types import Array
 
@@ -125,6 +133,7 @@ def run_litserve(
     )
     inputs, outputs = signature(model)
     meta = model_metadata(name, inputs, outputs)
+    triton_config = model_config(name, inputs, outputs)
 
     async def health() -> dict[str, bool]:
         return {"live": True}
@@ -136,12 +145,20 @@ def run_litserve(
             return JSONResponse({"error": f"unknown model {model_name!r}"}, status_code=404)
         return meta
 
+    async def config(model_name: str) -> Any:
+        return triton_config if model_name == name else await metadata(model_name)
+
     async def index() -> list[dict[str, str]]:
         return [{"name": name, "version": "1", "state": "READY"}]
 
+    async def server_meta() -> dict[str, Any]:
+        return server_metadata("litserve-onnxruntime")
+
+    server.app.add_api_route("/v2", server_meta, methods=["GET"])
     server.app.add_api_route("/v2/health/live", health, methods=["GET"])
     server.app.add_api_route("/v2/health/ready", health, methods=["GET"])
     server.app.add_api_route("/v2/models/{model_name}", metadata, methods=["GET"])
+    server.app.add_api_route("/v2/models/{model_name}/config", config, methods=["GET"])
     server.app.add_api_route("/v2/repository/index", index, methods=["POST"])
     server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False,
                num_api_servers=1)  # fmt: skip

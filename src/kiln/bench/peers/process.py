@@ -115,6 +115,14 @@ class PeerProcess:
             )
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) used so far by the processes of the server's group that
+        are alive now (Linux ``/proc``; 0.0 elsewhere). The difference over a load step divided by
+        its requests is the server's CPU cost per request."""
+        if self._proc is None:
+            return 0.0
+        return group_cpu_seconds(self._proc.pid)
+
     def output_tail(self, limit: int = 2000) -> str:
         if self._log is None:
             return ""
@@ -147,6 +155,20 @@ class PeerProcess:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def group_cpu_seconds(pgid: int, proc_root: Path = Path("/proc")) -> float:
+    """Sum of user + system CPU seconds of the live processes in process group ``pgid``."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for stat in proc_root.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 12 and int(fields[2]) == pgid:  # fields after "(comm)": state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> bool:

@@ -100,5 +100,23 @@ def model_metadata(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[T
             "inputs": tensors(inputs), "outputs": tensors(outputs)}  # fmt: skip
 
 
+def model_config(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> dict[str, Any]:
+    """``GET /v2/models/<model>/config`` in Triton's form (what perf_analyzer reads): the batch axis
+    is folded into ``max_batch_size`` when every tensor's first dimension is dynamic."""
+    batched = all(s.shape and s.shape[0] == -1 for s in (*inputs, *outputs))
+
+    def tensors(specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
+        return [{"name": s.name, "data_type": f"TYPE_{s.datatype}",
+                 "dims": list(s.shape[1:] if batched else s.shape)} for s in specs]  # fmt: skip
+
+    return {"name": model, "platform": "onnxruntime_onnx", "max_batch_size": 1 << 16 if batched else 0,
+            "input": tensors(inputs), "output": tensors(outputs)}  # fmt: skip
+
+
+def server_metadata(name: str) -> dict[str, Any]:
+    """``GET /v2``: the server's name, version and protocol extensions (none)."""
+    return {"name": name, "version": "1", "extensions": []}
+
+
 def error_body(message: str) -> dict[str, str]:
     return {"error": message}
