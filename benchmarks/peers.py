@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -153,6 +154,8 @@ def measure_variant(
 
 def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, object]:
     size = "tiny" if settings.quick else "full"
+    if settings.quick:  # a smoke test: two steps
+        plan = dataclasses.replace(plan, concurrency=(1, 4))
     folder = prepare_example(work / "examples", plan.name, size)  # type: ignore[arg-type]
     model = folder / f"{plan.name}.onnx"
     artifact, accuracy = kiln_engine(folder, plan.name, size, work / "cache")

@@ -23,6 +23,7 @@ from kiln.compile.backends.base import Engine, LoadOptions
 from kiln.compile.data import SampleSet, load_samples
 from kiln.compile.registry import create_backend
 from kiln.compile.spec import BuildSpec
+from kiln.errors import ModelNotFound
 from kiln.gate.checks import (
     CheckResult,
     accuracy_check,
@@ -50,7 +51,7 @@ def open_served(config: GateConfig) -> ServedModel | None:
     if config.served_url is not None:
         return ServerModel(config.served_url, config.served_model or config.model_name)
     if config.repo is not None and (config.repo / config.model_name).is_dir():
-        with suppress(Exception):
+        with suppress(ModelNotFound):  # no complete version yet: a first release
             return RepositoryModel(config.repo, config.model_name)
     return None
 
