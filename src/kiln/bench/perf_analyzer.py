@@ -90,7 +90,7 @@ def perf_analyzer_command(
     return [str(binary), "-m", model, "-u", address, "-i", "http", "-b", "1",
             "--input-data", str(input_data), "--concurrency-range", f"{start}:{end}:{step}",
             "--percentile=99", "--measurement-interval", str(measurement_ms),
-            "--stability-percentage", "999", "--max-trials", "3", "-f", str(csv_path)]  # fmt: skip
+            "--stability-percentage", "10000", "--max-trials", "6", "-f", str(csv_path)]  # fmt: skip
 
 
 def parse_perf_csv(text: str) -> tuple[PerfRow, ...]:
