@@ -189,7 +189,8 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
         "capacity": {v: c.to_json() for v, c in caps.items()},
         "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
         "efficiency_factor": factor, "plot": png.name,
-        "peak_per_s": {v: max((float(r["throughput_per_s"]) for r in rs), default=0.0) for v, rs in rows.items()},  # type: ignore[arg-type]
+        "peak_per_s": {v: max((float(r["throughput_per_s"]) for r in rs), default=0.0)  # type: ignore[arg-type]
+                       for v, rs in rows.items()},
         "rows": rows, "kiln_bench_cross_check": cross,
     }  # fmt: skip
 
