@@ -322,6 +322,20 @@ def parse(argv: list[str] | None) -> Settings:
                     not args.no_cross_check)  # fmt: skip
 
 
+def _public_args(args: list[str]) -> list[str]:
+    """The arguments without scratch and output folders (they name this machine's paths)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--work", "--out"):
+            skip = True
+        elif not arg.startswith(("--work=", "--out=")):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse(argv)
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         work = settings.work or Path(scratch)
         models = [run_model(PLANS[m], settings, work) for m in settings.models]
     results: dict[str, object] = {
-        "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python benchmarks/peers.py", *_public_args(sys.argv[1:] if argv is None else argv)]),
         "started_at": started, "machine": describe_machine().to_json(), "load_avg": os.getloadavg(),
         "models": models,
     }  # fmt: skip
