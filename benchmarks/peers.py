@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         work = settings.work or Path(scratch)
         models = [run_model(PLANS[m], settings, work) for m in settings.models]
     results: dict[str, object] = {
-        "command": " ".join(["python benchmarks/peers.py", *_public_args(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["python benchmarks/peers.py", *_public_args(argv or sys.argv[1:])]),
         "started_at": started, "machine": describe_machine().to_json(), "load_avg": os.getloadavg(),
         "models": models,
     }  # fmt: skip
