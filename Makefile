@@ -22,7 +22,7 @@ install: $(STAMP) $(PROTO_OUT)/__init__.py $(BIN)/perf_analyzer
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e ".[dev,torch]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,torch,peers]"
 	@touch $@
 
 proto: $(PROTO_OUT)/__init__.py

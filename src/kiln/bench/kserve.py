@@ -44,11 +44,18 @@ def split_url(url: str, protocol: str) -> str:
 
 
 class KServeTarget:
-    """One model of a KServe v2 server. ``version`` empty means the server's choice."""
+    """One model of a KServe v2 server. ``version`` empty means the server's choice.
 
-    def __init__(self, url: str, model: str, *, protocol: Protocol = "http", version: str = "") -> None:
+    ``binary``: over HTTP, send and ask for tensors in Triton's binary extension (default) or as
+    JSON lists (what hand-written v2 servers, such as the FastAPI peer, understand).
+    """
+
+    def __init__(
+        self, url: str, model: str, *, protocol: Protocol = "http", version: str = "", binary: bool = True
+    ) -> None:
         self.address = split_url(url, protocol)
         self.url, self.model, self.protocol, self.version = url, model, protocol, version
+        self.binary = binary
         self._client: Any = None
         self._specs: tuple[TensorSpec, ...] = ()
         self._outputs: list[Any] | None = None
@@ -99,7 +106,8 @@ class KServeTarget:
             ) from None
         if self.protocol == "http":  # ask for outputs in binary too, not as JSON lists
             names = [str(o.get("name")) for o in meta.get("outputs", [])]
-            self._outputs = [self._module().InferRequestedOutput(n, binary_data=True) for n in names] or None
+            requested = self._module().InferRequestedOutput
+            self._outputs = [requested(n, binary_data=self.binary) for n in names] or None
         return parse_inputs(meta)
 
     async def _call(self, name: str, *args: object) -> Any:
@@ -122,7 +130,7 @@ class KServeTarget:
         for name, array in inputs.items():
             tensor = client.InferInput(name, list(array.shape), datatype_of(array.dtype))
             if self.protocol == "http":
-                tensor.set_data_from_numpy(array, binary_data=True)
+                tensor.set_data_from_numpy(array, binary_data=self.binary)
             else:
                 tensor.set_data_from_numpy(array)
             tensors.append(tensor)

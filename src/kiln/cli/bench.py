@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from kiln.bench.compare import run_with_baseline
 from kiln.bench.inputs import parse_int_range
 from kiln.bench.plots import write_plots
 from kiln.bench.report import BenchReport, render_markdown, render_table, step_row
@@ -109,6 +110,16 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the report as Markdown here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write PNG plots here (soaks beside it).")] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure 'unoptimized' (the --engine model: fp32, no graph optimizations, "
+            "one request per run) and record kiln's efficiency factor in the engine's manifest."
+        ),
+    ] = None,
+    slo_ms: Annotated[
+        float, typer.Option(help="With --baseline: the p99 bound (ms) both throughputs are taken at.")
+    ] = 50.0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Measure throughput and latency percentiles under load: closed-loop concurrency sweeps,
@@ -137,7 +148,7 @@ def bench(
     try:
         config = setup()
         progress = None if quiet else RichProgress(err)
-        report = asyncio.run(run_setup(config, progress=progress))
+        report = asyncio.run(_measure(config, baseline, slo_ms, progress))
     except (ConfigError, ModelNotFound, InvalidInput) as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -152,6 +163,18 @@ def bench(
         names = ", ".join(f"{name} {step.label}" for name, step in failed)
         err.print(f"error: every request failed in {len(failed)} step(s): {names}", highlight=False)
         raise typer.Exit(1)
+
+
+async def _measure(
+    setup: BenchSetup, baseline: str | None, slo_ms: float, progress: RichProgress | None
+) -> BenchReport:
+    if baseline is None:
+        return await run_setup(setup, progress=progress)
+    if baseline != "unoptimized":
+        raise ConfigError(describe("unknown --baseline", seen=baseline, fix="use --baseline unoptimized"))
+    report, efficiency = await run_with_baseline(setup, bound_ms=slo_ms, progress=progress)
+    Console(stderr=True).print(efficiency.note(), highlight=False)
+    return report
 
 
 def _write(report: BenchReport, json_path: Path | None, markdown: Path | None, plot: Path | None) -> None:

@@ -1,0 +1,362 @@
+"""kiln against its peers: max throughput at a p99 SLO, per example model, on this machine.
+
+    python benchmarks/peers.py [--quick] [--models ctr,ranker,cnn] [--step-s S] [--out DIR] [--work DIR]
+
+For each example model, four servers are started one after the other on loopback, each in its own
+process, and driven by the same load generator (``kiln bench``'s KServe v2 client over HTTP, inputs
+in the binary-tensor extension, real validation samples) through the same closed-loop concurrency
+sweep:
+
+* ``kiln``: kiln's server (runtime with dynamic batching) on the int8 engine kiln builds with the
+  example's recipe (accuracy checked against fp32 at build time);
+* ``unoptimized``: the exported fp32 model, graph optimizations off, one run at a time, no batching;
+* ``fastapi-ort``: FastAPI + ONNX Runtime (default optimizations), one request per run;
+* ``litserve``: LitServe + ONNX Runtime with LitServe's batching on (same batch limit and wait as kiln).
+
+The capacity of each is its highest throughput among the steps whose p99 stayed within the model's
+SLO (CTR 5 ms, ranker 50 ms, CNN 200 ms); kiln's ratio to each is reported, and kiln's ratio to the
+unoptimized baseline is recorded as the engine's efficiency factor in its manifest. perf_analyzer
+then measures kiln's server again at two concurrencies, as a cross-check of the load generator.
+
+Writes ``peers.json``, ``peers.md`` and ``peers-<model>.png`` into ``--out``. ``--quick`` runs the
+tiny models briefly, as a smoke test. Timings are not asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.bench.efficiency import Point, capacity_of, ratio
+from kiln.bench.inputs import RequestPool
+from kiln.bench.kserve import KServeTarget
+from kiln.bench.machine import describe_machine
+from kiln.bench.peers import PeerProcess, PeerSpec
+from kiln.bench.peers.ort import signature
+from kiln.bench.perf_analyzer import (
+    find_perf_analyzer,
+    perf_analyzer_command,
+    run_perf_analyzer,
+    write_input_data,
+)
+from kiln.bench.results import StepResult
+from kiln.bench.runner import BenchPlan, run_bench
+from kiln.cache.efficiency import record_efficiency_factor
+from kiln.cache.pipeline import BuildRequest, build_engine
+from kiln.cli.demo import prepare_example
+from kiln.errors import ConfigError
+from kiln.examples.recipes import build_spec
+
+VARIANTS = ("kiln", "unoptimized", "fastapi-ort", "litserve")
+LABELS = {
+    "kiln": "kiln (int8 engine, dynamic batching)",
+    "unoptimized": "unoptimized (fp32, no graph opt., 1 at a time)",
+    "fastapi-ort": "FastAPI + ONNX Runtime",
+    "litserve": "LitServe + ONNX Runtime (batching)",
+}
+TARGETS = {"fastapi-ort": 2.0, "litserve": 1.3}
+CNN_UNOPTIMIZED_TARGET = 4.5
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    slo_ms: float
+    concurrency: tuple[int, ...]
+    max_batch_size: int
+    max_queue_delay_us: int
+
+
+PLANS = {
+    "ctr": ModelPlan("ctr", 5.0, (1, 2, 4, 8, 16, 32), 64, 500),
+    "ranker": ModelPlan("ranker", 50.0, (1, 2, 4, 8, 16), 16, 2000),
+    "cnn": ModelPlan("cnn", 200.0, (1, 2, 4, 8), 8, 5000),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool
+    models: tuple[str, ...]
+    step_s: float
+    warmup_s: float
+    out: Path
+    work: Path | None
+    cross_check: bool
+
+
+def kiln_engine(folder: Path, name: str, size: str, cache: Path) -> tuple[Path, dict[str, object]]:
+    """The int8 engine kiln builds for the example (the recipe's accuracy bound enforced)."""
+    report = build_engine(
+        BuildRequest(
+            model=folder / f"{name}.onnx",
+            spec=build_spec(name, "int8", size=size),  # type: ignore[arg-type]
+            calibration=folder / "calibration",
+            validation=folder / "validation",
+            cache=cache,
+        )
+    )
+    return report.artifact.path, dict(report.accuracy or {})
+
+
+async def python_steps(url: str, name: str, pool: RequestPool, concurrency: tuple[int, ...],
+                       settings: Settings) -> tuple[StepResult, ...]:  # fmt: skip
+    """``kiln bench``'s own client (Python, asyncio) at ``concurrency``: the cross-check."""
+    bench = BenchPlan(concurrency=concurrency, duration_s=settings.step_s, warmup_s=settings.warmup_s)
+    report = await run_bench(KServeTarget(url, name), bench, requests=pool, model=name)
+    return next(iter(report.variants.values()), ())
+
+
+def perf_step(
+    peer: PeerProcess, name: str, concurrency: int, data: Path, settings: Settings
+) -> dict[str, object]:
+    """perf_analyzer at one concurrency; its row plus the server's CPU over the run."""
+    csv_path = data.with_name(f"perf-{name}-{concurrency}.csv")
+    address = peer.url.removeprefix("http://")
+    command = perf_analyzer_command(
+        find_perf_analyzer(), address, name, concurrency=(concurrency, concurrency, 1),
+        input_data=data, csv_path=csv_path, measurement_ms=int(settings.step_s * 1000),
+    )  # fmt: skip
+    cpu, wall = peer.cpu_seconds(), time.perf_counter()
+    (row,) = run_perf_analyzer(command, csv_path)
+    cores = (peer.cpu_seconds() - cpu) / (time.perf_counter() - wall)
+    return {**row.to_json(), "label": f"c={concurrency}", "server_cores": cores,
+            "server_cpu_ms_per_request": cores * 1e3 / max(row.throughput_per_s, 1e-9)}  # fmt: skip
+
+
+Rows = list[dict[str, object]]
+
+
+def measure_variant(
+    spec: PeerSpec, plan: ModelPlan, pool: RequestPool, data: Path, settings: Settings
+) -> tuple[Rows, Rows]:
+    """perf_analyzer's sweep of one server (and, for kiln, kiln bench's client at two steps)."""
+    cross: list[dict[str, object]] = []
+    with PeerProcess(spec) as peer:
+        rows = []
+        for c in plan.concurrency:
+            try:
+                rows.append(perf_step(peer, plan.name, c, data, settings))
+            except ConfigError as error:  # no stable measurement on a busy machine: note it, go on
+                print(f"[{plan.name}] {spec.kind} c={c}: {str(error).splitlines()[-2:]}", flush=True)
+        if spec.kind == "kiln" and settings.cross_check:
+            ends = (plan.concurrency[0], plan.concurrency[-1])
+            cross = [
+                s.to_json() for s in asyncio.run(python_steps(peer.url, plan.name, pool, ends, settings))
+            ]
+    print(f"[{plan.name}] {spec.kind}: " + ", ".join(f"{r['label']} {r['throughput_per_s']:.0f}/s "
+          f"p99 {r['p99_ms']:.1f} ms" for r in rows), flush=True)  # fmt: skip
+    return rows, cross
+
+
+def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, object]:
+    size = "tiny" if settings.quick else "full"
+    if settings.quick:  # a smoke test: two steps
+        plan = dataclasses.replace(plan, concurrency=(1, 4))
+    folder = prepare_example(work / "examples", plan.name, size)  # type: ignore[arg-type]
+    model = folder / f"{plan.name}.onnx"
+    artifact, accuracy = kiln_engine(folder, plan.name, size, work / "cache")
+    inputs, _ = signature(model)
+    pool = RequestPool.from_samples(folder / "validation", inputs, batch_size=1)
+    data = write_input_data(RequestPool(pool.payloads[:256]), work / f"inputs-{plan.name}.json")
+    rows: dict[str, list[dict[str, object]]] = {}
+    cross: list[dict[str, object]] = []
+    for variant in VARIANTS:
+        source = artifact if variant == "kiln" else model
+        spec = PeerSpec(variant, source, plan.name, max_batch_size=plan.max_batch_size,  # type: ignore[arg-type]
+                        max_queue_delay_us=plan.max_queue_delay_us, cache_dir=work / "cache")  # fmt: skip
+        rows[variant], found = measure_variant(spec, plan, pool, data, settings)
+        cross = cross or found
+    caps = {v: capacity_of(v, [Point(str(r["label"]), float(r["throughput_per_s"]), float(r["p99_ms"]))  # type: ignore[arg-type]
+                               for r in rs], plan.slo_ms) for v, rs in rows.items()}  # fmt: skip
+    factor = ratio(caps["kiln"], caps["unoptimized"]).value
+    if factor is not None:
+        record_efficiency_factor(artifact, factor)
+    png = plot(rows, plan, size, settings.out / f"peers-{plan.name}.png")
+    return {
+        "model": plan.name, "size": size, "slo_ms": plan.slo_ms, "accuracy": accuracy,
+        "kiln_settings": {"max_batch_size": plan.max_batch_size,
+                          "max_queue_delay_us": plan.max_queue_delay_us},
+        "capacity": {v: c.to_json() for v, c in caps.items()},
+        "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
+        "efficiency_factor": factor, "plot": png.name,
+        "peak_per_s": {v: max((float(r["throughput_per_s"]) for r in rs), default=0.0)  # type: ignore[arg-type]
+                       for v, rs in rows.items()},
+        "rows": rows, "kiln_bench_cross_check": cross,
+    }  # fmt: skip
+
+
+def plot(rows: dict[str, list[dict[str, object]]], plan: ModelPlan, size: str, path: Path) -> Path:
+    """p99 latency against throughput, one line per server, the SLO as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for variant, points in rows.items():
+        xs = [float(r["throughput_per_s"]) for r in points]  # type: ignore[arg-type]
+        ys = [float(r["p99_ms"]) for r in points]  # type: ignore[arg-type]
+        ax.plot(xs, ys, marker="o", label=LABELS[variant])
+    ax.axhline(plan.slo_ms, color="grey", linestyle="--", label=f"SLO: p99 {plan.slo_ms:g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("p99 latency (ms, log scale)")
+    steps = ", ".join(map(str, plan.concurrency))
+    ax.set_title(f"{plan.name} ({size}): p99 latency vs throughput\n"
+                 f"closed loop at concurrency {steps}; perf_analyzer over HTTP")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def capacity_cell(cap: dict[str, object]) -> str:
+    if cap["step"] is None:
+        best = cap["best_p99_ms"]
+        return "none within SLO" + (f" (best p99 {best:.1f} ms)" if isinstance(best, float) else "")
+    return f"{cap['throughput_per_s']:,.0f}/s ({cap['step']}, p99 {cap['p99_ms']:.1f} ms)"
+
+
+def render_markdown(results: dict[str, object]) -> str:
+    models = results["models"]
+    assert isinstance(models, list)
+    lines = ["| model | SLO p99 | kiln | unoptimized | FastAPI+ORT | LitServe "
+             "| kiln × unopt. | kiln × FastAPI | kiln × LitServe |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for m in models:
+        caps, ratios = m["capacity"], m["ratios"]
+        cells = [capacity_cell(caps[v]) for v in VARIANTS]
+        shown = [
+            f"{ratios[v]:.2f}" if ratios[v] is not None else "–"
+            for v in ("unoptimized", "fastapi-ort", "litserve")
+        ]
+        lines.append(f"| {m['model']} | {m['slo_ms']:g} ms | " + " | ".join(cells + shown) + " |")
+    lines += ["", "| model | variant | peak throughput/s (any p99) | at | server CPU ms per request there |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for m in models:
+        for v in VARIANTS:
+            if not m["rows"][v]:
+                lines.append(f"| {m['model']} | {v} | no stable measurement | | |")
+                continue
+            peak = max(m["rows"][v], key=lambda r: r["throughput_per_s"])
+            cells = [f"{peak['throughput_per_s']:,.0f}", f"{peak['label']}, p99 {peak['p99_ms']:.1f} ms",
+                     f"{peak['server_cpu_ms_per_request']:.2f}"]  # fmt: skip
+            lines.append(f"| {m['model']} | {v} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | client | concurrency | throughput/s | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        by_c = {r["concurrency"]: r for r in m["rows"]["kiln"]}
+        for step in m["kiln_bench_cross_check"]:
+            row = by_c.get(step["concurrency"])
+            if row is None:
+                continue
+            lat = step.get("latency_ms")
+            cells = [f"{step['throughput_per_s']:,.0f}", _ms(lat, "p50_ms"), _ms(lat, "p99_ms")]
+            lines.append(f"| {m['model']} | kiln bench | {step['concurrency']} | " + " | ".join(cells) + " |")
+            cells = [f"{row['throughput_per_s']:,.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}"]
+            lines.append(
+                f"| {m['model']} | perf_analyzer | {row['concurrency']} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _ms(summary: object, key: str) -> str:
+    return f"{summary[key]:.2f}" if isinstance(summary, dict) else "?"
+
+
+def verdict(model: dict[str, object], peer: str, want: float) -> str:
+    """Met / missed for "kiln >= want x peer at the SLO"; a peer with no step within the SLO
+    while kiln has one counts as met (the ratio is unbounded)."""
+    caps = model["capacity"]  # type: ignore[index]
+    kiln, other = caps["kiln"], caps[peer]
+    if kiln["step"] is None:
+        return f"missed: kiln had no step within the SLO (best p99 {kiln['best_p99_ms']:.1f} ms)"
+    if other["step"] is None:
+        return f"met: {peer} had no step within the SLO (best p99 {other['best_p99_ms']:.1f} ms)"
+    got = model["ratios"][peer]  # type: ignore[index]
+    return f"{got:.2f}× — {'met' if got >= want else 'missed'}"
+
+
+def target_lines(results: dict[str, object]) -> list[str]:
+    lines = []
+    for m in results["models"]:  # type: ignore[attr-defined]
+        for peer, want in TARGETS.items():
+            lines.append(f"{m['model']}: kiln ≥ {want}× {peer}: {verdict(m, peer, want)}")
+        if m["model"] == "cnn":
+            got = verdict(m, "unoptimized", CNN_UNOPTIMIZED_TARGET)
+            lines.append(f"cnn: kiln ≥ {CNN_UNOPTIMIZED_TARGET}× unoptimized: {got}")
+    return lines
+
+
+def parse(argv: list[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models, short steps (a smoke test)")
+    parser.add_argument("--models", default="ctr,ranker,cnn")
+    parser.add_argument("--step-s", type=float, default=None, help="measured seconds per step")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--no-cross-check", action="store_true", help="skip kiln bench's own client on kiln")
+    args = parser.parse_args(argv)
+    models = tuple(m for m in args.models.split(",") if m)
+    unknown = sorted(set(models) - set(PLANS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; use {sorted(PLANS)}")
+    step_s = args.step_s or (0.6 if args.quick else 3.0)
+    return Settings(args.quick, models, step_s, 0.2 if args.quick else 0.7, args.out, args.work,
+                    not args.no_cross_check)  # fmt: skip
+
+
+def _public_args(args: list[str]) -> list[str]:
+    """The arguments without scratch and output folders (they name this machine's paths)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--work", "--out"):
+            skip = True
+        elif not arg.startswith(("--work=", "--out=")):
+            kept.append(arg)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse(argv)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    with tempfile.TemporaryDirectory(prefix="kiln-peers-") as scratch:
+        work = settings.work or Path(scratch)
+        models = [run_model(PLANS[m], settings, work) for m in settings.models]
+    results: dict[str, object] = {
+        "command": " ".join(["python benchmarks/peers.py", *_public_args(argv or sys.argv[1:])]),
+        "started_at": started, "machine": describe_machine().to_json(), "load_avg": os.getloadavg(),
+        "models": models,
+    }  # fmt: skip
+    results["targets"] = target_lines(results)
+    (settings.out / "peers.json").write_text(json.dumps(results, indent=2, default=str))
+    (settings.out / "peers.md").write_text(
+        render_markdown(results) + "\n" + "\n".join(results["targets"]) + "\n"
+    )  # type: ignore[arg-type]
+    print(render_markdown(results))
+    print("\n".join(results["targets"]))  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
