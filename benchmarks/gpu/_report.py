@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-MODELS = ("resnet50", "resnet50-1x1mm", "bert-large", "bert-base", "ctr")
+MODELS = ("resnet50", "resnet50-fused", "resnet50-1x1mm", "bert-large", "bert-base", "ctr")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -89,7 +89,22 @@ def _engine(
 def autotune(ctx: Context) -> None:
     """The BERT-large engine compiled with ``compile=max-autotune`` (Inductor benchmarks Triton
     matmul templates against cuBLAS) at one batch size."""
-    name, size, seq, batches = "bert-large-autotune", "bert-large", 384, (64,)
+    one_bucket(ctx, "bert-large-autotune", (("compile", "max-autotune"),))
+
+
+def tuned(ctx: Context) -> None:
+    """The BERT-large engine with cuDNN attention, without and with coordinate-descent tuning,
+    at batch 64."""
+    one_bucket(ctx, "bert-large-cudnn-attention", (("attention", "cudnn"),))
+    one_bucket(
+        ctx,
+        "bert-large-cudnn-attention-cd",
+        (("attention", "cudnn"), ("tuning", "coordinate-descent")),
+    )
+
+
+def one_bucket(ctx: Context, name: str, options: tuple[tuple[str, str], ...]) -> None:
+    size, seq, batches = "bert-large", 384, (64,)
     if ctx.smoke:
         size, seq, batches = "bert-tiny", 64, (4,)
     model = bert(size, 0, ctx.device)
@@ -98,6 +113,10 @@ def autotune(ctx: Context) -> None:
         reference = to_numpy(model(ids, mask)[0])
     path = export_program(model, ctx.work / f"{name}.pt2", bert_inputs(2, seq, ctx.device), max(batches))
     del model
-    ctx.extra_options = (("compile", "max-autotune"), *ctx.extra_options)
+    saved = ctx.extra_options
+    ctx.extra_options = (*options, *saved)
     feeds = {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy()}
-    _engine(ctx, name, path, seq=seq, batches=batches, feeds=feeds, reference=reference)
+    try:
+        _engine(ctx, name, path, seq=seq, batches=batches, feeds=feeds, reference=reference)
+    finally:
+        ctx.extra_options = saved

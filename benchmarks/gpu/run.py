@@ -8,12 +8,19 @@ with it), each appending its results to ``DIR/results.jsonl`` as they are measur
 
 * ``env``: GPU, driver, versions, kiln's target for this machine;
 * ``aoti``: whether an AOTInductor CUDA package loads here, and why not;
+  ``aoti-dynamic-libstdcxx``: the same, compiled without Inductor's static libstdc++;
+  ``aoti-abi``: the libstdc++ cause in isolation (a ``std::regex`` per link option);
 * ``resnet50``: eager fp32, eager fp16, kiln fp16 engine (ONNX source), refit, warm load;
+* ``resnet50-fused``: the same with ``compile=eager`` and ``conv_fusion=cudnn`` (cuDNN fused kernels);
 * ``resnet50-1x1mm``: the kiln engine built with ``conv_1x1_as_mm=on``, batches 128 and 256;
+* ``resnet50-tuning`` / ``bert-large-tuning``: experiments outside kiln (see ``_stage_tuning``);
 * ``bert-large`` (seq 384) and ``bert-base`` (seq 128): eager fp32/fp16/bf16, kiln bf16 (.pt2 source);
 * ``bert-large-autotune``: the BERT-large engine compiled with ``compile=max-autotune``, batch 64;
+* ``bert-large-tuned``: BERT-large with ``attention=cudnn``, with and without coordinate descent;
 * ``ctr``: the DLRM-style example model, eager fp32 and kiln fp32 (ONNX source);
-* ``e2e`` (only with ``--e2e``): ``kiln serve`` with the CTR model, driven by perf_analyzer over gRPC.
+* ``e2e`` (only with ``--e2e``): the CTR model on the torch engine behind kiln's server (its own
+  process), driven by perf_analyzer over gRPC on a grid of request sizes and concurrencies;
+  perf_analyzer is found on ``PATH`` or at ``KILN_PERF_ANALYZER``.
 
 Every stage compiles with empty Inductor/Triton caches (cold). After all stages, ``DIR/table.md``
 holds the tables (and is printed). ``--smoke`` runs tiny versions of everything (minutes; also on
@@ -40,16 +47,30 @@ from _stages import Context, fresh_env, warm_load_stage  # noqa: E402
 STAGES: dict[str, float] = {
     "env": 60,
     "aoti": 240,
+    "aoti-dynamic-libstdcxx": 240,
     "resnet50": 420,
+    "resnet50-fused": 300,
     "resnet50-1x1mm": 150,
     "bert-large": 420,
     "bert-base": 240,
     "bert-large-autotune": 300,
+    "bert-large-tuned": 360,
     "ctr": 180,
     "e2e": 420,
+    "resnet50-tuning": 360,
+    "bert-large-tuning": 300,
+    "aoti-abi": 150,
 }
 """Stage -> time limit in seconds (full run; ``--smoke`` uses the same limits)."""
-DEFAULT_STAGES = ("env", "resnet50", "resnet50-1x1mm", "ctr", "bert-large", "bert-base", "aoti")
+DEFAULT_STAGES = (
+    "env",
+    "resnet50",
+    "resnet50-fused",
+    "ctr",
+    "bert-large",
+    "bert-base",
+    "aoti-dynamic-libstdcxx",
+)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,13 +109,19 @@ def run_stage(args: argparse.Namespace) -> None:
         import _stage_env
 
         _stage_env.run(ctx)
-    elif args.stage == "aoti":
+    elif args.stage in ("aoti", "aoti-dynamic-libstdcxx"):
         import _stage_aoti
 
-        _stage_aoti.run(ctx)
+        _stage_aoti.run(ctx, no_static_libstdcxx=args.stage == "aoti-dynamic-libstdcxx")
     elif args.stage == "resnet50":
         import _stage_resnet
 
+        _stage_resnet.run(ctx)
+    elif args.stage == "resnet50-fused":
+        import _stage_resnet
+
+        _stage_resnet.MODEL = "resnet50-fused"  # its records go to their own table
+        ctx.extra_options = (("compile", "eager"), ("conv_fusion", "cudnn"), *ctx.extra_options)
         _stage_resnet.run(ctx)
     elif args.stage == "resnet50-1x1mm":
         import _stage_resnet
@@ -104,6 +131,10 @@ def run_stage(args: argparse.Namespace) -> None:
         import _stage_bert
 
         _stage_bert.autotune(ctx)
+    elif args.stage == "bert-large-tuned":
+        import _stage_bert
+
+        _stage_bert.tuned(ctx)
     elif args.stage in ("bert-large", "bert-base"):
         import _stage_bert
 
@@ -116,6 +147,14 @@ def run_stage(args: argparse.Namespace) -> None:
         import _e2e
 
         _e2e.run(ctx, args.serve_cmd)
+    elif args.stage == "aoti-abi":
+        import _stage_aoti
+
+        _stage_aoti.aoti_abi(ctx)
+    elif args.stage in ("resnet50-tuning", "bert-large-tuning"):
+        import _stage_tuning
+
+        _stage_tuning.run(ctx, args.stage)
     elif args.stage == "warm-load":
         warm_load_stage(ctx, args.artifact)
     else:

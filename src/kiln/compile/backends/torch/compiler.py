@@ -166,6 +166,8 @@ def make_forward(module: torch.nn.Module, options: TorchOptions) -> Forward:
         inductor["max_autotune"] = True
     if options.conv_1x1_as_mm:
         inductor["conv_1x1_as_mm"] = True
+    if options.coordinate_descent:
+        inductor["coordinate_descent_tuning"] = True
     dynamic = None if options.shapes == "dynamic" else False
     return torch.compile(module, dynamic=dynamic, options=inductor)
 

@@ -27,6 +27,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from kiln.compile.backends.torch.onnx_fusion import fuse_conv_relu
 from kiln.compile.backends.torch.onnx_graph import attribute, constant_tensor, host_value, is_host_initializer
 from kiln.compile.backends.torch.onnx_ops import OPS, TorchOpSupport, node_problem
 from kiln.compile.backends.torch.ops_math import Op
@@ -162,7 +163,8 @@ def _weight_tensor(weight: Weight, device: torch.device) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """How to convert: compute precision, kept-fp32 nodes/op types, layout and target device.
+    """How to convert: compute precision, kept-fp32 nodes/op types, layout and target device;
+    ``conv_fusion`` folds Conv->Relu and Conv->Add->Relu into cuDNN fused steps (``onnx_fusion``).
 
     ``with_weights=False`` leaves weight buffers empty (to be filled by ``load_state_dict``) and
     reads only the small integer initializers the graph's shape arithmetic needs.
@@ -174,6 +176,7 @@ class ConvertOptions:
     channels_last: bool = False
     device: str = "cpu"
     with_weights: bool = True
+    conv_fusion: bool = False
 
 
 def convert_onnx(model: onnx.ModelProto, options: ConvertOptions | None = None) -> OnnxModule:
@@ -183,6 +186,8 @@ def convert_onnx(model: onnx.ModelProto, options: ConvertOptions | None = None) 
     opset = next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), 0)
     _check_keep(graph, options)
     steps, constants = _steps(graph, opset, options)
+    if options.conv_fusion:
+        steps = fuse_conv_relu(steps, {v.name for v in graph.output})
     initializers = [*graph.initializer, *constants]
     host = {t.name: host_value(t) for t in initializers if is_host_initializer(t)}
     weights = _weights([t for t in initializers if not is_host_initializer(t)], steps, options)

@@ -54,13 +54,26 @@ def _pad_pairs(begins: Sequence[int], ends: Sequence[int]) -> list[int]:
     return pairs
 
 
-def conv(ctx: Ctx, ins: list[Value], attrs: dict[str, Any]) -> list[Value]:
-    x, w = to_tensor(ins[0]), ins[1]
-    bias = ins[2] if len(ins) > 2 else None
+def conv_geometry(
+    x: torch.Tensor, w: torch.Tensor, attrs: dict[str, Any]
+) -> tuple[list[int], list[int], list[int], list[int], tuple[int, ...]]:
+    """(strides, pad begins, pad ends, dilations, output shape) of an ONNX ``Conv``."""
     count = w.dim() - 2
     kernel = list(w.shape[2:])
     strides, dilations = _ints(attrs, "strides", count, 1), _ints(attrs, "dilations", count, 1)
     begins, ends = _pads(attrs, list(x.shape[2:]), kernel, strides, dilations)
+    spatial = [
+        (size + b + e - d * (k - 1) - 1) // s + 1
+        for size, b, e, d, k, s in zip(x.shape[2:], begins, ends, dilations, kernel, strides, strict=True)
+    ]
+    return strides, begins, ends, dilations, (int(x.shape[0]), int(w.shape[0]), *spatial)
+
+
+def conv(ctx: Ctx, ins: list[Value], attrs: dict[str, Any]) -> list[Value]:
+    x, w = to_tensor(ins[0]), ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    count = w.dim() - 2
+    strides, begins, ends, dilations, _ = conv_geometry(x, w, attrs)
     padding: Any = begins
     if begins != ends:
         x, padding = nnf.pad(x, _pad_pairs(begins, ends)), 0

@@ -11,6 +11,15 @@ Options are strings in the spec (they are part of the cache key):
 | ``channels_last`` | ``auto`` (on for models with 2-D convolutions), ``on``, ``off`` | ``auto`` |
 | ``cudnn_benchmark`` | ``on``, ``off`` | ``on`` |
 | ``conv_1x1_as_mm`` | ``on``, ``off`` (Inductor lowers 1x1 convolutions to matrix products) | ``off`` |
+| ``conv_fusion`` | ``off``, ``cudnn`` (see below; needs ``compile=eager``) | ``off`` |
+| ``attention`` | ``auto``, ``cudnn`` (see below) | ``auto`` |
+| ``tuning`` | ``default``, ``coordinate-descent`` (Inductor tunes its kernels' launches) | ``default`` |
+
+``conv_fusion=cudnn``: an ONNX ``Conv`` whose only user is a ``Relu``, or an ``Add`` whose only user
+is a ``Relu``, runs as one cuDNN fused kernel (convolution + bias + ReLU, or + residual + ReLU) for
+fp16/bf16 2-D convolutions on CUDA; elsewhere the same step runs unfused. ``attention=cudnn``: a
+``.pt2`` program's ``scaled_dot_product_attention`` calls cuDNN's attention kernel (fp16/bf16 on
+CUDA, no dropout); elsewhere PyTorch's own choice.
 
 Parsing is pure; a bad value is a ``BuildError`` naming the option, the value and what is allowed.
 """
@@ -34,6 +43,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "channels_last": ("auto", "on", "off"),
     "cudnn_benchmark": ("on", "off"),
     "conv_1x1_as_mm": ("on", "off"),
+    "conv_fusion": ("off", "cudnn"),
+    "attention": ("auto", "cudnn"),
+    "tuning": ("default", "coordinate-descent"),
 }
 KNOWN_OPTIONS: tuple[str, ...] = ("buckets", *_CHOICES)
 MAX_BUCKETS = 32
@@ -50,6 +62,9 @@ class TorchOptions:
     channels_last: Switch = "auto"
     cudnn_benchmark: bool = True
     conv_1x1_as_mm: bool = False
+    conv_fusion: bool = False
+    attention: Literal["auto", "cudnn"] = "auto"
+    coordinate_descent: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -60,6 +75,9 @@ class TorchOptions:
             "channels_last": self.channels_last,
             "cudnn_benchmark": self.cudnn_benchmark,
             "conv_1x1_as_mm": self.conv_1x1_as_mm,
+            "conv_fusion": self.conv_fusion,
+            "attention": self.attention,
+            "coordinate_descent": self.coordinate_descent,
         }
 
 
@@ -108,6 +126,15 @@ def parse_options(options: Mapping[str, str], max_batch_size: int) -> TorchOptio
                     f"torch backend option {name}", seen=options[name], fix=f"use one of {', '.join(allowed)}"
                 )
             )
+    if options.get("conv_fusion", "off") == "cudnn" and options.get("compile", "inductor") != "eager":
+        raise BuildError(
+            describe(
+                "torch backend option conv_fusion=cudnn runs cuDNN's fused kernels, which Inductor cannot "
+                "trace",
+                seen=f"compile={options.get('compile', 'inductor')}",
+                fix="add compile=eager (the engine still captures a CUDA graph per bucket)",
+            )
+        )
     text = options.get("buckets")
     buckets = parse_buckets(text, max_batch_size) if text else default_buckets(max_batch_size)
     return TorchOptions(
@@ -118,6 +145,9 @@ def parse_options(options: Mapping[str, str], max_batch_size: int) -> TorchOptio
         channels_last=options.get("channels_last", "auto"),  # type: ignore[arg-type]
         cudnn_benchmark=options.get("cudnn_benchmark", "on") == "on",
         conv_1x1_as_mm=options.get("conv_1x1_as_mm", "off") == "on",
+        conv_fusion=options.get("conv_fusion", "off") == "cudnn",
+        attention=options.get("attention", "auto"),  # type: ignore[arg-type]
+        coordinate_descent=options.get("tuning", "default") == "coordinate-descent",
     )
 
 

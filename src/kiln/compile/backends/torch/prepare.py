@@ -45,12 +45,14 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 @dataclass(frozen=True)
 class Precision:
-    """What the spec asks of the module: compute dtype, kept nodes, layout."""
+    """What the spec asks of the module: compute dtype, kept nodes, layout, fused kernels."""
 
     float_dtype: torch.dtype
     keep_fp32_nodes: tuple[str, ...]
     keep_fp32_op_types: tuple[str, ...]
     channels_last: bool
+    conv_fusion: bool = False
+    cudnn_attention: bool = False
 
 
 def precision_of(spec: BuildSpec, options: TorchOptions, has_conv2d: bool) -> Precision:
@@ -63,7 +65,14 @@ def precision_of(spec: BuildSpec, options: TorchOptions, has_conv2d: bool) -> Pr
             )
         )
     layout = options.channels_last == "on" or (options.channels_last == "auto" and has_conv2d)
-    return Precision(_DTYPES[spec.precision], spec.keep_fp32_nodes, spec.keep_fp32_op_types, layout)
+    return Precision(
+        _DTYPES[spec.precision],
+        spec.keep_fp32_nodes,
+        spec.keep_fp32_op_types,
+        layout,
+        conv_fusion=options.conv_fusion,
+        cudnn_attention=options.attention == "cudnn",
+    )
 
 
 def onnx_has_conv2d(model: onnx.ModelProto) -> bool:
@@ -83,6 +92,7 @@ def module_from_onnx(
         channels_last=precision.channels_last,
         device=device,
         with_weights=with_weights,
+        conv_fusion=precision.conv_fusion,
     )
     return convert_onnx(model, options)
 
@@ -97,6 +107,7 @@ def module_from_program(
         keep_fp32_nodes=precision.keep_fp32_nodes,
         keep_fp32_op_types=precision.keep_fp32_op_types,
         channels_last=precision.channels_last,
+        cudnn_attention=precision.cudnn_attention,
     )
     return module.to(device)
 

@@ -75,18 +75,61 @@ def program_module(
     keep_fp32_nodes: Iterable[str] = (),
     keep_fp32_op_types: Iterable[str] = (),
     channels_last: bool = False,
+    cudnn_attention: bool = False,
 ) -> ProgramModule:
     """Read the program at ``path`` and prepare it (see the module docstring)."""
     program = read_program(path)
     module = program.module()
     if float_dtype != torch.float32:
         lower_precision(module, float_dtype, tuple(keep_fp32_nodes), tuple(keep_fp32_op_types))
+    if cudnn_attention:
+        use_cudnn_attention(module)
     if channels_last:
         _conv_weights_channels_last(module)
     dtypes = [_torch_dtype(spec) for spec in outputs]
     return ProgramModule(
         module, program.call_spec.in_spec, dtypes, float_dtype=float_dtype, channels_last=channels_last
     )
+
+
+def cudnn_attention(  # noqa: PLR0917 (the FX graph calls it with aten's positional arguments)
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """``scaled_dot_product_attention`` on cuDNN's kernel (fp16/bf16 on CUDA, no dropout, no GQA);
+    anything else goes to PyTorch's own choice. A boolean mask becomes an additive bias."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if not query.is_cuda or query.dtype not in (torch.float16, torch.bfloat16) or dropout_p or enable_gqa:
+        return sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+    bias = attn_mask
+    if bias is not None:
+        if bias.dtype == torch.bool:
+            low = torch.finfo(query.dtype).min
+            bias = torch.zeros(bias.shape, dtype=query.dtype, device=query.device).masked_fill(~bias, low)
+        bias = bias.to(query.dtype).expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    out = torch.ops.aten._scaled_dot_product_cudnn_attention(
+        query, key, value, bias, False, 0.0, is_causal, False, scale=scale
+    )
+    return out[0]  # type: ignore[no-any-return]
+
+
+def use_cudnn_attention(module: torch.fx.GraphModule) -> int:
+    """Point every ``aten.scaled_dot_product_attention`` call of ``module`` at :func:`cudnn_attention`;
+    returns how many calls were changed."""
+    changed = 0
+    for node in module.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.scaled_dot_product_attention.default:
+            node.target = cudnn_attention
+            changed += 1
+    if changed:
+        module.recompile()
+    return changed
 
 
 def _torch_dtype(spec: TensorSpec) -> torch.dtype:
