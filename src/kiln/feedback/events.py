@@ -63,15 +63,21 @@ def parse_events(model: str, body: object, *, now_s: float) -> list[FeedbackEven
         raise InvalidInput(describe("the feedback body must be a JSON object", seen=type(body).__name__))
     unknown = sorted(set(body) - {"events"})
     if unknown:
-        raise InvalidInput(describe("unknown field in the feedback body", seen=unknown, fix="send {'events': [...]}"))
+        raise InvalidInput(
+            describe("unknown field in the feedback body", seen=unknown, fix="send {'events': [...]}")
+        )
     events = body.get("events")
     if not isinstance(events, list) or not events:
         raise InvalidInput(
-            describe("events must be a non-empty list", seen=type(events).__name__, fix="send {'events': [...]}")
+            describe(
+                "events must be a non-empty list", seen=type(events).__name__, fix="send {'events': [...]}"
+            )
         )
     if len(events) > MAX_EVENTS_PER_BATCH:
         raise InvalidInput(
-            describe("too many events in one batch", seen=len(events), fix=f"send at most {MAX_EVENTS_PER_BATCH}")
+            describe(
+                "too many events in one batch", seen=len(events), fix=f"send at most {MAX_EVENTS_PER_BATCH}"
+            )
         )
     return [parse_event(model, item, f"events[{i}]", now_s=now_s) for i, item in enumerate(events)]
 
@@ -83,7 +89,9 @@ def parse_event(model: str, item: object, where: str, *, now_s: float) -> Feedba
     unknown = sorted(set(item) - {"label", "timestamp", "request_id", "features"})
     if unknown:
         raise InvalidInput(
-            describe(f"{where}: unknown field", seen=unknown, fix="use label, timestamp, request_id, features")
+            describe(
+                f"{where}: unknown field", seen=unknown, fix="use label, timestamp, request_id, features"
+            )
         )
     request_id = _request_id(item.get("request_id", ""), f"{where}.request_id")
     features = _features(item.get("features", {}), f"{where}.features")
@@ -115,13 +123,17 @@ def _timestamp(value: Any, where: str) -> float:
 def _request_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or len(value) > MAX_REQUEST_ID_CHARS:
         shown = value if not isinstance(value, str) else f"{len(value)} characters"
-        raise InvalidInput(describe(f"{where} must be a string of <= {MAX_REQUEST_ID_CHARS} characters", seen=shown))
+        raise InvalidInput(
+            describe(f"{where} must be a string of <= {MAX_REQUEST_ID_CHARS} characters", seen=shown)
+        )
     return value
 
 
 def _features(value: Any, where: str) -> dict[str, list[float]]:
     if not isinstance(value, Mapping):
-        raise InvalidInput(describe(f"{where} must be an object of input name -> numbers", seen=type(value).__name__))
+        raise InvalidInput(
+            describe(f"{where} must be an object of input name -> numbers", seen=type(value).__name__)
+        )
     features: dict[str, list[float]] = {}
     for name, values in value.items():
         if not isinstance(values, list) or not 0 < len(values) <= MAX_FEATURE_VALUES:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -91,7 +92,9 @@ class FeedbackStore:
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(
-                describe("cannot open the feedback store", seen=f"{path}: {exc}", fix="give a writable file path")
+                describe(
+                    "cannot open the feedback store", seen=f"{path}: {exc}", fix="give a writable file path"
+                )
             ) from None
 
     def append(self, events: Sequence[FeedbackEvent]) -> AppendResult:
@@ -125,7 +128,9 @@ class FeedbackStore:
         first = last - len(rows) + 1 if rows else 0
         return AppendResult(first=first, last=last, count=len(rows), received_s=received)
 
-    def read(self, model: str, after: int, *, limit: int = 1000, labelled_only: bool = False) -> list[StoredEvent]:
+    def read(
+        self, model: str, after: int, *, limit: int = 1000, labelled_only: bool = False
+    ) -> list[StoredEvent]:
         """Up to ``limit`` events of ``model`` with offsets above ``after``, in offset order."""
         sql = _READ.format(labelled="AND e.label IS NOT NULL" if labelled_only else "")
         with self._lock:
@@ -137,7 +142,8 @@ class FeedbackStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO consumers (name, offset, committed_s) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET offset = excluded.offset, committed_s = excluded.committed_s",
+                "ON CONFLICT(name) DO UPDATE SET "
+                "offset = excluded.offset, committed_s = excluded.committed_s",
                 (consumer, offset, self._wall_clock()),
             )
 
@@ -175,13 +181,13 @@ class FeedbackStore:
         self.close()
 
 
-def _stored(row: tuple[object, ...]) -> StoredEvent:
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
     offset, model, label, timestamp_s, received_s, request_id, features = row
     event = FeedbackEvent(
         model=str(model),
-        label=None if label is None else float(label),  # type: ignore[arg-type]
-        timestamp_s=float(timestamp_s),  # type: ignore[arg-type]
+        label=None if label is None else float(label),
+        timestamp_s=float(timestamp_s),
         request_id=str(request_id),
-        features=orjson.loads(features) if features else {},  # type: ignore[arg-type]
+        features=orjson.loads(features) if features else {},
     )
-    return StoredEvent(offset=int(offset), received_s=float(received_s), event=event)  # type: ignore[call-overload]
+    return StoredEvent(offset=int(offset), received_s=float(received_s), event=event)

@@ -8,7 +8,9 @@ from kiln.errors import ConfigError
 from kiln.feedback import FeedbackEvent, FeedbackStore
 
 
-def _event(label: float | None, request_id: str = "", model: str = "ctr", **features: list[float]) -> FeedbackEvent:
+def _event(
+    label: float | None, request_id: str = "", model: str = "ctr", **features: list[float]
+) -> FeedbackEvent:
     return FeedbackEvent(model=model, label=label, timestamp_s=5.0, request_id=request_id, features=features)
 
 
