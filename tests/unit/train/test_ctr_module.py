@@ -35,7 +35,7 @@ def test_module_matches_the_onnx_graph_and_export_keeps_the_structure() -> None:
 
 def test_export_refuses_a_weight_of_another_shape() -> None:
     model = make_model("ctr", size="tiny", seed=0)
-    with pytest.raises(ModelError, match="head.bias"):
+    with pytest.raises(ModelError, match=r"head\.bias"):
         export_weights(model, {"head.bias": np.zeros(3, np.float32)})
 
 
