@@ -31,6 +31,7 @@ def train_command(
     max_auc_drop: Annotated[
         float, typer.Option(help="Reject a candidate this far below the live holdout AUC.")
     ] = 0.01,
+    read_events: Annotated[int, typer.Option(help="Feedback events read per step at most.")] = 4096,
     max_exports: Annotated[int | None, typer.Option(help="Stop after this many exports.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
 ) -> None:
@@ -51,6 +52,7 @@ def train_command(
         batch_size=batch_size,
         policy=ExportPolicy(every_samples=every_samples, every_s=every_s),
         max_auc_drop=max_auc_drop,
+        read_events=read_events,
     )
     try:
         trainer = Trainer(config)

@@ -53,6 +53,7 @@ class TrainConfig:
             the last ``holdout_size`` of them; fewer than ``min_holdout`` → finite check only).
         max_auc_drop: how far below the last published version's holdout AUC a candidate may be.
         poll_interval_s: wait between reads when the stream has nothing new.
+        read_events: events read (and learned) per step at most.
     """
 
     repo: Path
@@ -69,6 +70,7 @@ class TrainConfig:
     min_holdout: int = 200
     max_auc_drop: float = 0.01
     poll_interval_s: float = 0.2
+    read_events: int = 4096
 
     def checkpoints(self) -> Path:
         return self.checkpoint_dir or self.repo / ".kiln" / "train" / self.model
@@ -114,9 +116,10 @@ class Trainer:
             self.num_samples,
         )
 
-    def step(self, max_events: int = 4096) -> int:
+    def step(self, max_events: int | None = None) -> int:
         """Learn from up to ``max_events`` new events; export when due. Returns events consumed."""
-        events = self.store.read(self.config.model, self.offset, limit=max_events)
+        limit = max_events or self.config.read_events
+        events = self.store.read(self.config.model, self.offset, limit=limit)
         if events:
             examples = to_examples(
                 events,
