@@ -12,6 +12,7 @@ from kiln.cli.cache import app as cache_app
 from kiln.cli.demo import demo_command
 from kiln.cli.gate import gate_command
 from kiln.cli.serve import serve_command
+from kiln.cli.train import train_command
 from kiln.cli.usage import usage_command
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.command("demo")(demo_command)
 app.add_typer(cache_app, name="cache")
 app.command("serve")(serve_command)
 app.command("usage")(usage_command)
+app.command("train")(train_command)
 app.command("bench")(bench)
 app.command("gate")(gate_command)
 

@@ -16,6 +16,7 @@ from kiln.errors import ConfigError, describe
 from kiln.server.auth import Authenticator
 from kiln.server.config import ServerConfig
 from kiln.server.core import ServerCore
+from kiln.server.feedback import FeedbackIntake
 from kiln.server.grpc.service import create_grpc_server
 from kiln.server.http.protocol import KServeHttpProtocol
 
@@ -80,11 +81,11 @@ async def start_http(app: ASGIApp, config: ServerConfig) -> tuple[QuietUvicorn, 
 
 
 async def start_grpc(
-    core: ServerCore, auth: Authenticator, config: ServerConfig
+    core: ServerCore, auth: Authenticator, config: ServerConfig, feedback: FeedbackIntake | None = None
 ) -> tuple[aio.Server | None, int | None]:
     if config.grpc_port is None:
         return None, None
-    server = create_grpc_server(core, auth)
+    server = create_grpc_server(core, auth, feedback=feedback)
     host = f"[{config.host}]" if ":" in config.host else config.host
     address = f"{host}:{config.grpc_port}"
     try:

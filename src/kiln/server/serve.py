@@ -26,6 +26,7 @@ from grpc import aio
 from starlette.types import ASGIApp
 
 from kiln.errors import ConfigError, describe
+from kiln.feedback import FeedbackStore
 from kiln.metering.usage import Meter
 from kiln.repository.control import ModelControl, RepositoryService
 from kiln.repository.layout import STATE_DIR
@@ -33,6 +34,7 @@ from kiln.runtime import Runtime
 from kiln.server.auth import Authenticator, create_authenticator
 from kiln.server.config import ServerConfig
 from kiln.server.core import ServerCore, Unsupported
+from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.app import create_app
 from kiln.server.listeners import STARTUP_TIMEOUT_S, QuietUvicorn, client_host, start_grpc, start_http
 
@@ -60,6 +62,7 @@ class RunningServer:
     _http: QuietUvicorn
     _http_task: asyncio.Task[None]
     _grpc: aio.Server | None
+    feedback: FeedbackIntake | None = None
 
     @property
     def http_url(self) -> str:
@@ -82,6 +85,8 @@ class RunningServer:
             await self._grpc.stop(GRPC_CLOSE_GRACE_S)
         self._http.should_exit = True
         await self._http_task
+        if self.feedback is not None:
+            self.feedback.close()
         return drained
 
 
@@ -93,20 +98,26 @@ async def start_server(
     meter: Meter | None = None,
     metrics_app: ASGIApp | None = None,
     auth: Authenticator | None = None,
+    feedback: FeedbackStore | None = None,
 ) -> RunningServer:
     """Start HTTP and gRPC on the running loop, in front of ``runtime``.
 
     ``control`` backs the repository endpoints and readiness; ``meter`` gets one ``UsageEvent``
     per served request; ``metrics_app`` answers ``/metrics`` (default: Prometheus' default
-    registry); ``auth`` defaults to the keys file and admin token of ``config``.
+    registry); ``auth`` defaults to the keys file and admin token of ``config``; ``feedback``
+    takes ``POST /v2/models/{m}/feedback`` and the gRPC feedback service (the caller closes it).
     """
     config = config or ServerConfig()
     auth = auth or create_authenticator(config.api_keys_file, config.admin_token)
     core = ServerCore(runtime, control, config=config, meter=meter)
+    intake = FeedbackIntake(feedback) if feedback is not None else None
     app = create_app(
-        core, auth, metrics_app=metrics_app if metrics_app is not None else default_metrics_app()
+        core,
+        auth,
+        metrics_app=metrics_app if metrics_app is not None else default_metrics_app(),
+        feedback=intake,
     )
-    grpc_server, grpc_port = await start_grpc(core, auth, config)
+    grpc_server, grpc_port = await start_grpc(core, auth, config, intake)
     try:
         http, task, http_port = await start_http(app, config)
     except BaseException:
@@ -115,7 +126,7 @@ async def start_server(
         raise
     core.mark_started()
     log.info("kiln serving HTTP on %s:%d, gRPC on %s", config.host, http_port, grpc_port)
-    return RunningServer(core, config.host, http_port, grpc_port, http, task, grpc_server)
+    return RunningServer(core, config.host, http_port, grpc_port, http, task, grpc_server, intake)
 
 
 async def serve(
@@ -127,10 +138,13 @@ async def serve(
     metrics_app: ASGIApp | None = None,
     auth: Authenticator | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
+    feedback: FeedbackStore | None = None,
 ) -> bool:
     """Serve until SIGTERM or SIGINT, then drain and close (see :meth:`RunningServer.shutdown`).
     Returns whether every in-flight request finished. The runtime is left open for the caller."""
-    running = await start_server(runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth)
+    running = await start_server(
+        runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth, feedback=feedback
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,11 +191,17 @@ class BackgroundServer:
         metrics_app: ASGIApp | None = None,
         auth: Authenticator | None = None,
         close_runtime: bool = False,
+        feedback: FeedbackStore | None = None,
     ) -> None:
         self._args = (runtime, control, config)
         self._runtime = runtime
         self._close_runtime = close_runtime
-        self._kwargs: dict[str, Any] = {"meter": meter, "metrics_app": metrics_app, "auth": auth}
+        self._kwargs: dict[str, Any] = {
+            "meter": meter,
+            "metrics_app": metrics_app,
+            "auth": auth,
+            "feedback": feedback,
+        }
         self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kiln-server", daemon=True)
         self._running: RunningServer | None = None

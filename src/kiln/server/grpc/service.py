@@ -16,6 +16,7 @@ from grpc import aio
 from kiln.errors import ModelNotFound
 from kiln.server.auth import API_KEY_HEADER, AUTHORIZATION_HEADER, Authenticator, credential_from
 from kiln.server.core import ServerCore
+from kiln.server.feedback import FeedbackIntake
 from kiln.server.grpc import codec
 from kiln.server.grpc._generated import kserve_pb2 as pb
 from kiln.server.grpc._generated import kserve_pb2_grpc as pb_grpc
@@ -145,8 +146,11 @@ class InferenceService:
         return await self._call(context, unload, admin=True)
 
 
-def create_grpc_server(core: ServerCore, auth: Authenticator | None = None) -> aio.Server:
-    """A ``grpc.aio`` server carrying the KServe v2 service (no port bound yet)."""
+def create_grpc_server(
+    core: ServerCore, auth: Authenticator | None = None, *, feedback: FeedbackIntake | None = None
+) -> aio.Server:
+    """A ``grpc.aio`` server carrying the KServe v2 service and kiln's feedback service (no port
+    bound yet; the feedback service answers UNIMPLEMENTED without ``feedback``)."""
     limit = core.config.grpc_max_message_bytes
     server = aio.server(
         options=[
@@ -157,4 +161,9 @@ def create_grpc_server(core: ServerCore, auth: Authenticator | None = None) -> a
     )
     servicer = InferenceService(core, auth or Authenticator())
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    from kiln.server.grpc._generated import feedback_pb2_grpc  # noqa: PLC0415 (avoids an import cycle)
+    from kiln.server.grpc.feedback_service import FeedbackService  # noqa: PLC0415
+
+    feedback_servicer = FeedbackService(feedback, servicer.auth)
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(feedback_servicer, server)  # type: ignore[no-untyped-call]
     return server

@@ -9,6 +9,7 @@ Routes (``{v}`` optional everywhere a model is named: ``/v2/models/{m}/versions/
     GET  /v2/models/{m}/config                 Triton-style model configuration
     GET  /v2/models/{m}/stats, /v2/models/stats   Triton-style statistics
     POST /v2/models/{m}/infer                  inference (JSON or binary tensors)
+    POST /v2/models/{m}/feedback               feedback events, acknowledged once durable
     POST /v2/repository/index                  repository index
     POST /v2/repository/models/{m}/load|unload start loading / unloading (admin)
     POST /v2/admin/models/{m}/rollback         make the previous version active again (admin)
@@ -34,7 +35,9 @@ from kiln.errors import InvalidInput, ModelNotFound, describe
 from kiln.runtime import FaultSpec
 from kiln.server.auth import API_KEY_HEADER, AUTHORIZATION_HEADER, Authenticator, credential_from
 from kiln.server.core import ServerCore, Unsupported
+from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.errors import error_body, error_reply
+from kiln.server.http.feedback import FeedbackEndpoint
 from kiln.server.http.infer import InferEndpoint, Receive, Scope, Send, is_infer_path
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -209,7 +212,7 @@ def _model_routes(suffix: str, handler: Handler, methods: list[str]) -> list[Bas
     ]
 
 
-def _routes(e: _Endpoints) -> list[BaseRoute]:
+def _routes(e: _Endpoints, feedback: FeedbackIntake | None = None) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/v2", _guarded(e.server_metadata), methods=["GET"]),
         Route("/v2/health/live", _guarded(e.live), methods=["GET"]),
@@ -227,6 +230,7 @@ def _routes(e: _Endpoints) -> list[BaseRoute]:
     routes += _model_routes("/ready", e.model_ready, ["GET"])
     routes += _model_routes("/config", e.model_config, ["GET"])
     routes += _model_routes("/stats", e.model_stats, ["GET"])
+    routes += _model_routes("/feedback", FeedbackEndpoint(feedback, e._tenant), ["POST"])
     return routes
 
 
@@ -235,12 +239,18 @@ class KServeApp:
     the metrics app, the rest routed by Starlette."""
 
     def __init__(
-        self, core: ServerCore, auth: Authenticator, *, max_request_bytes: int, metrics_app: ASGIApp | None
+        self,
+        core: ServerCore,
+        auth: Authenticator,
+        *,
+        max_request_bytes: int,
+        metrics_app: ASGIApp | None,
+        feedback: FeedbackIntake | None = None,
     ) -> None:
         self.infer = InferEndpoint(core, auth, max_request_bytes=max_request_bytes)
         self.metrics = metrics_app
         handlers = {404: _not_found, 405: _not_allowed}
-        self.router = Starlette(routes=_routes(_Endpoints(core, auth)), exception_handlers=handlers)
+        self.router = Starlette(routes=_routes(_Endpoints(core, auth), feedback), exception_handlers=handlers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -254,12 +264,18 @@ class KServeApp:
 
 
 def create_app(
-    core: ServerCore, auth: Authenticator | None = None, *, metrics_app: ASGIApp | None = None
+    core: ServerCore,
+    auth: Authenticator | None = None,
+    *,
+    metrics_app: ASGIApp | None = None,
+    feedback: FeedbackIntake | None = None,
 ) -> KServeApp:
-    """The KServe v2 REST app over ``core``; ``metrics_app`` (e.g. Prometheus') is mounted on ``/metrics``."""
+    """The KServe v2 REST app over ``core``; ``metrics_app`` (e.g. Prometheus') is mounted on
+    ``/metrics``; ``feedback`` takes ``POST .../feedback`` (501 without it)."""
     return KServeApp(
         core,
         auth or Authenticator(),
         max_request_bytes=core.config.max_request_bytes,
         metrics_app=metrics_app,
+        feedback=feedback,
     )
