@@ -20,6 +20,7 @@ app = typer.Typer(
     help="Build inference engines from trained models, cache them, and serve them with hot swap.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 
 
