@@ -85,6 +85,11 @@ def serve_command(
             "build_in": build_in,
             "cache_dir": cache_dir,
         }
+        if config.workers > 1:
+            code = run_workers(repo, config, options, ledger=ledger)
+            if code != 0:
+                raise typer.Exit(code)
+            return
         drained = run_server(repo, config, options, ledger=ledger, on_started=print_banner)
     except ConfigError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
@@ -109,6 +114,24 @@ def run_server(
     from kiln.server.serve import serve_repository  # noqa: PLC0415
 
     return serve_repository(repo, config, ledger=ledger, repository=options, on_started=on_started)
+
+
+def run_workers(repo: Path, config: ServerConfig, options: dict[str, object], *, ledger: Path | None) -> int:
+    """``--workers N > 1``: supervise N worker processes on shared ports; returns the exit code."""
+    from kiln.cli.serve_worker import worker_command  # noqa: PLC0415
+    from kiln.server.serve import default_ledger  # noqa: PLC0415
+    from kiln.server.workers import SharedPorts, WorkerCommand, serve_workers  # noqa: PLC0415
+
+    used = ledger or default_ledger(repo)
+
+    def command_for(ports: SharedPorts) -> Callable[[int], WorkerCommand]:
+        return lambda index: worker_command(repo, config, options, ledger=used, ports=ports, index=index)
+
+    return serve_workers(repo, config, command_for, ledger=used, on_event=_say)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def print_banner(server: RunningServer, then: Callable[[RunningServer], None] | None = None) -> None:

@@ -31,8 +31,9 @@ class ServerConfig(BaseModel):
     workers: int = Field(
         default=1,
         ge=1,
-        le=1,
-        description="Server processes. One process serves every model (scale out with replicas).",
+        le=64,
+        description="Server processes. 1: this process serves. N > 1 (Linux): a supervisor starts N "
+        "worker processes sharing the ports (SO_REUSEPORT), restarts any that dies.",
     )
     api_keys_file: Path | None = Field(
         default=None, description="YAML file of tenants and their API keys; unset = no keys (open)."

@@ -39,23 +39,28 @@ def client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int, *, reuse_port: bool = False, what: str = "HTTP") -> socket.socket:
+    """A TCP socket bound (not listening) to ``host:port``. ``reuse_port``: with SO_REUSEPORT, so
+    that several processes listen on one port and the kernel spreads connections among them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            describe(f"cannot listen on {host}:{port} (HTTP)", seen=str(exc), fix="pick another port")
+            describe(f"cannot listen on {host}:{port} ({what})", seen=str(exc), fix="pick another port")
         ) from None
     sock.setblocking(False)
     return sock
 
 
 async def start_http(app: ASGIApp, config: ServerConfig) -> tuple[QuietUvicorn, asyncio.Task[None], int]:
-    sock = _bind(config.host, config.http_port)
+    """uvicorn on ``config.host:http_port``; with ``workers > 1`` the port is shared (SO_REUSEPORT)."""
+    sock = bind_socket(config.host, config.http_port, reuse_port=config.workers > 1)
     port = int(sock.getsockname()[1])
     settings = uvicorn.Config(
         app,

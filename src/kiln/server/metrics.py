@@ -15,6 +15,7 @@ Names, labels and PromQL examples: ``docs/metrics.md``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -152,8 +153,10 @@ class ServerMetrics:
         usage: UsageSource | None = None,
         gpu: GpuCollector | Literal["auto"] | None = "auto",
         process: bool = True,
+        worker: str | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
+        self.worker = worker
         self.builds = BuildMetrics()
         self.collector_errors: dict[str, int] = {}
         parts: dict[str, Collector | BuildMetrics | GpuCollector] = {"builds": self.builds}
@@ -165,15 +168,36 @@ class ServerMetrics:
         if gpu_collector is not None:
             parts["gpu"] = gpu_collector
         for name, part in parts.items():
-            self.registry.register(cast(Collector, _Guarded(name, part, self.collector_errors)))
-        self.registry.register(cast(Collector, _ErrorsCollector(self.collector_errors)))
+            self.register(cast(Collector, _Guarded(name, part, self.collector_errors)))
+        self.register(cast(Collector, _ErrorsCollector(self.collector_errors)))
         if process:
-            ProcessCollector(registry=self.registry)
-            PlatformCollector(registry=self.registry)
+            self.register(ProcessCollector(registry=None))
+            self.register(PlatformCollector(registry=None))
+
+    def register(self, collector: Collector) -> None:
+        """Add ``collector`` to the registry (with the ``worker`` label when this is a worker)."""
+        if self.worker is not None:
+            collector = cast(Collector, _WorkerLabelled(collector, self.worker))
+        self.registry.register(collector)
 
     def text(self) -> str:
         """The exposition text (Prometheus text format 0.0.4) of one scrape."""
         return generate_latest(self.registry).decode()
+
+
+class _WorkerLabelled:
+    """Every sample of ``inner`` with ``worker=<index>`` added to its labels."""
+
+    def __init__(self, inner: Collector, worker: str) -> None:
+        self.inner, self.worker = inner, worker
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.inner.collect():
+            labelled = copy.copy(metric)
+            labelled.samples = [
+                sample._replace(labels={**sample.labels, "worker": self.worker}) for sample in metric.samples
+            ]
+            yield labelled
 
 
 class _ErrorsCollector:

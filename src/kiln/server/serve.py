@@ -139,17 +139,24 @@ async def serve(
     auth: Authenticator | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
     feedback: FeedbackStore | None = None,
+    listen_when_ready: bool = False,
 ) -> bool:
     """Serve until SIGTERM or SIGINT, then drain and close (see :meth:`RunningServer.shutdown`).
-    Returns whether every in-flight request finished. The runtime is left open for the caller."""
-    running = await start_server(
-        runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth, feedback=feedback
-    )
+    Returns whether every in-flight request finished. The runtime is left open for the caller.
+
+    ``listen_when_ready``: listen only once every model that should be served is ready (a worker
+    of ``kiln serve --workers N`` joins the shared ports then, so that it never takes connections
+    it would answer with 503); a signal while waiting returns True at once."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if listen_when_ready and not await _ready_unless_stopped(runtime, control, config, stop):
+            return True
+        running = await start_server(
+            runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth, feedback=feedback
+        )
         if on_started is not None:
             on_started(running)
         await stop.wait()
@@ -158,6 +165,24 @@ async def serve(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+READY_POLL_S = 0.05
+
+
+async def _ready_unless_stopped(
+    runtime: Runtime, control: ModelControl | None, config: ServerConfig | None, stop: asyncio.Event
+) -> bool:
+    """Wait until the models are ready as a started server would report them; False on ``stop``."""
+    probe = ServerCore(runtime, control, config=config)
+    probe.mark_started()
+    while not probe.is_ready():
+        try:
+            await asyncio.wait_for(stop.wait(), READY_POLL_S)
+        except TimeoutError:
+            continue
+        return False
+    return not stop.is_set()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -299,6 +324,7 @@ def serve_repository(
     ledger: Path | None = None,
     repository: Mapping[str, Any] | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
+    worker: int | None = None,
 ) -> bool:
     """``kiln serve REPO``: a runtime, the repository at ``path`` driving it, metrics and metering,
     and :func:`serve` on uvloop until SIGTERM/SIGINT. Returns whether every in-flight request finished.
@@ -332,12 +358,13 @@ def serve_repository(
         else:
             used = meter
         runtime = Runtime()
-        metrics = ServerMetrics(runtime, usage=metering, gpu="auto")
+        label = None if worker is None else str(worker)
+        metrics = ServerMetrics(runtime, usage=metering, gpu="auto", worker=label)
         try:
             control = create_repository(
                 path, runtime, metrics=metrics.builds, efficiency=efficiency, **dict(repository or {})
             )
-            metrics.registry.register(cast(Collector, RepositoryCollector(control)))
+            metrics.register(cast(Collector, RepositoryCollector(control)))
             if isinstance(control, RepositoryService):
                 await control.start()
             try:
@@ -348,6 +375,7 @@ def serve_repository(
                     meter=used,
                     metrics_app=create_metrics_app(metrics),
                     on_started=on_started,
+                    listen_when_ready=worker is not None,
                 )
             finally:
                 if isinstance(control, RepositoryService):

@@ -150,13 +150,14 @@ def create_grpc_server(
     core: ServerCore, auth: Authenticator | None = None, *, feedback: FeedbackIntake | None = None
 ) -> aio.Server:
     """A ``grpc.aio`` server carrying the KServe v2 service and kiln's feedback service (no port
-    bound yet; the feedback service answers UNIMPLEMENTED without ``feedback``)."""
+    bound yet; the feedback service answers UNIMPLEMENTED without ``feedback``). With
+    ``config.workers > 1`` the port is shared with the other workers (SO_REUSEPORT)."""
     limit = core.config.grpc_max_message_bytes
     server = aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if core.config.workers > 1 else 0),
         ]
     )
     servicer = InferenceService(core, auth or Authenticator())
