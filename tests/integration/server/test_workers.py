@@ -1,0 +1,235 @@
+"""``kiln serve REPO --workers 2`` as real processes: both workers serve a real tritonclient on the
+shared loopback ports, a worker killed with SIGKILL is restarted while the other keeps serving,
+and SIGTERM to the supervisor drains the requests in flight in every worker and exits 0, with
+the usage of both workers added up in the one SQLite ledger."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from kiln.examples import get_example, make_model, make_samples
+from kiln.metering.ledger_db import read_usage
+from kiln.repository.layout import CONFIG_FILE, MODEL_FILE, STATE_DIR
+from kiln.repository.publish import publish_version
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux")
+
+KILN = [sys.executable, "-c", "from kiln.cli.main import main; main()"]
+WORKER_LABEL = re.compile(r'worker="(\d+)"')
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    http: str
+    grpc: str
+    reader: threading.Thread
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+
+    def rest(self) -> str:
+        """Everything printed, once the process has exited."""
+        self.reader.join(30)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get_nowait())
+        return "".join(self.seen)
+
+    def next_line(self, pattern: str) -> re.Match[str]:
+        while True:
+            line = self.lines.get(timeout=120)
+            self.seen.append(line)
+            if match := re.match(pattern, line):
+                return match
+
+    def pids_ready(self, count: int) -> dict[int, int]:
+        """Worker index -> pid, once ``count`` workers said they are ready."""
+        ready: dict[int, int] = {}
+        while len(ready) < count:
+            match = self.next_line(r"kiln worker (\d+) ready \(pid (\d+)\)")
+            ready[int(match[1])] = int(match[2])
+        return ready
+
+
+@contextmanager
+def serve_workers(tmp_path: Path, config: str = "") -> Iterator[Served]:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    if config:
+        (repo / "ctr").mkdir()
+        (repo / "ctr" / CONFIG_FILE).write_text(config)
+    publish_version(repo, "ctr", {MODEL_FILE: make_model("ctr", size="tiny").SerializeToString()})
+    args = ["serve", str(repo), "--workers", "2", "--host", "127.0.0.1", "--http-port", "0"]
+    args += ["--grpc-port", "0", "--build-in", "thread", "--poll-interval-s", "0"]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    process = subprocess.Popen(
+        [*KILN, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+    )
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in process.stdout or ()], daemon=True)
+        reader.start()
+        banner = lines.get(timeout=120)
+        match = re.search(r"http://([\d.]+:\d+).*gRPC ([\d.]+:\d+), 2 workers", banner)
+        assert match is not None, banner
+        yield Served(process, match[1], match[2], reader, lines, [banner])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def http_infer(url: str) -> np.ndarray:
+    """One request over a new connection (so the kernel may pick either worker)."""
+    client = httpclient.InferenceServerClient(url)
+    try:
+        samples = make_samples("ctr", 1, size="tiny", seed=3)
+        inputs = []
+        for spec in get_example("ctr").inputs("tiny"):
+            tensor = httpclient.InferInput(spec.name, list(samples[spec.name].shape), spec.datatype)
+            tensor.set_data_from_numpy(samples[spec.name], binary_data=True)
+            inputs.append(tensor)
+        result = client.infer("ctr", inputs).as_numpy("prob")
+        assert result is not None
+        return result
+    finally:
+        client.close()
+
+
+def grpc_infer(url: str) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        samples = make_samples("ctr", 1, size="tiny", seed=3)
+        inputs = []
+        for spec in get_example("ctr").inputs("tiny"):
+            tensor = grpcclient.InferInput(spec.name, list(samples[spec.name].shape), spec.datatype)
+            tensor.set_data_from_numpy(samples[spec.name])
+            inputs.append(tensor)
+        result = client.infer("ctr", inputs).as_numpy("prob")
+        assert result is not None
+        return result
+    finally:
+        client.close()
+
+
+def successes_by_worker(url: str) -> dict[str, float]:
+    """From one scrape (one worker): its worker label -> its successful ctr requests."""
+    text = httpx.get(f"http://{url}/metrics").text
+    found = re.search(r'kiln_requests_total\{model="ctr",outcome="success",worker="(\d+)"\} (\S+)', text)
+    if found is None:
+        return {WORKER_LABEL.findall(text)[0]: 0.0}
+    return {found[1]: float(found[2])}
+
+
+def client_on(url: str, worker: str) -> httpx.Client:
+    """An HTTP connection that the kernel gave to ``worker`` (a connection stays on one worker)."""
+    while True:
+        client = httpx.Client(base_url=f"http://{url}", timeout=60)
+        labels = WORKER_LABEL.findall(client.get("/metrics").text)
+        if labels and labels[0] == worker:
+            return client
+        client.close()
+
+
+def test_two_workers_serve_tritonclient_and_a_killed_worker_is_restarted(tmp_path: Path) -> None:
+    with serve_workers(tmp_path) as served:
+        pids = served.pids_ready(2)
+        expected = grpc_infer(served.grpc)
+        served_by: dict[str, float] = {}
+
+        def both_workers_served() -> bool:
+            np.testing.assert_allclose(http_infer(served.http), expected, rtol=1e-6)
+            served_by.update(successes_by_worker(served.http))
+            return sorted(w for w, n in served_by.items() if n > 0) == ["0", "1"]
+
+        wait_for(both_workers_served, 60, "requests served by both workers")
+
+        os.kill(pids[0], signal.SIGKILL)
+        died = served.next_line(rf"kiln worker 0 \(pid {pids[0]}\) exited: signal SIGKILL; restarting")
+        assert died is not None
+        for _ in range(5):  # worker 1 alone, while worker 0 is down
+            np.testing.assert_allclose(http_infer(served.http), expected, rtol=1e-6)
+        restarted = served.pids_ready(1)
+        assert set(restarted) == {0}
+        assert restarted[0] != pids[0]
+
+        served_by.clear()
+        wait_for(both_workers_served, 60, "requests served by the restarted worker too")
+        assert served.process.poll() is None
+
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0, "".join(served.seen)
+
+
+SLOW_CONFIG = "max_batch_size: 1\nbatching:\n  max_queue_delay_us: 0\n"
+
+
+def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
+    with serve_workers(tmp_path, SLOW_CONFIG) as served:
+        served.pids_ready(2)
+        workers = ["0", "1"]
+        for worker in workers:
+            with closing(client_on(served.http, worker)) as admin:
+                reply = admin.post("/v2/admin/models/ctr/faults", json={"delay_ms": 400})
+                assert reply.status_code == 200, reply.text
+        callers = [client_on(served.http, worker) for worker in workers for _ in range(2)]
+        body = {"inputs": json_inputs()}
+        with ThreadPoolExecutor(len(callers)) as pool:
+            calls = [pool.submit(c.post, "/v2/models/ctr/infer", json=body) for c in callers]
+
+            def admitted(worker: str) -> bool:
+                with closing(client_on(served.http, worker)) as probe:
+                    status = probe.get("/v2/admin/models/ctr/status").json()
+                return bool(status["queue_size"] + status["running_batches"] == 2)
+
+            for worker in workers:
+                wait_for(lambda w=worker: admitted(w), 30, f"2 requests in flight on worker {worker}")
+            served.process.send_signal(signal.SIGTERM)
+            replies = [call.result(60) for call in calls]
+        assert [r.status_code for r in replies] == [200] * 4, [r.text for r in replies]
+        assert served.process.wait(60) == 0, "".join(served.seen)
+        for caller in callers:
+            caller.close()
+    log = served.rest()
+    assert "SIGTERM to 2 worker(s)" in log
+    assert log.count("exited: exit code 0") == 2
+    usage = read_usage(tmp_path / "repo" / STATE_DIR / "usage.sqlite")
+    assert sum(u.requests for u in usage.values()) == 4
+
+
+def json_inputs() -> list[dict[str, object]]:
+    samples = make_samples("ctr", 1, size="tiny", seed=3)
+    return [
+        {
+            "name": s.name,
+            "datatype": s.datatype,
+            "shape": list(samples[s.name].shape),
+            "data": samples[s.name].ravel().tolist(),
+        }
+        for s in get_example("ctr").inputs("tiny")
+    ]
