@@ -3,6 +3,8 @@ generator, unmodified) over HTTP (binary tensors) and gRPC, batch-1 requests at 
 
     python benchmarks/server.py --out bench-out          # full-size ctr, about a minute
     python benchmarks/server.py --quick --out /tmp/q     # tiny ctr, short windows (a smoke run)
+    python benchmarks/server.py --workers 1 2 --no-references --out bench-out
+                                        # also `kiln serve REPO --workers N` for each N, side by side
 
 In the same run, as a reference, a plain server that runs ONNX Runtime once per request inline in
 its HTTP handler (``_plain_server.py``: uvicorn + uvloop + httptools + orjson, no batching). Each
@@ -64,12 +66,22 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux ``/proc``); 0.0 where there is none."""
+    """utime + stime of a process and its live child processes (Linux ``/proc``; the workers of
+    ``kiln serve --workers N``); 0.0 where there is none."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
@@ -193,6 +205,8 @@ def run(args: argparse.Namespace, work: Path) -> list[Row]:
         for protocol, port in (("http", http), ("grpc", grpc)):
             url = f"127.0.0.1:{port}"
             rows.append(measure("kiln", server.process.pid, url, protocol, args.concurrency, window, work))
+    for num_workers in args.workers:
+        rows += measure_kiln_serve(args, work, model, num_workers, window)
     if args.no_references:
         return rows
     plain = [python, str(HERE / "_plain_server.py"), str(model)]
@@ -210,6 +224,47 @@ def run(args: argparse.Namespace, work: Path) -> list[Row]:
     return rows
 
 
+def measure_kiln_serve(
+    args: argparse.Namespace, work: Path, model: Path, num_workers: int, window: int
+) -> list[Row]:
+    """``kiln serve REPO --workers N`` over a repository holding ``model`` with the same batching."""
+    repo = work / "repo"
+    if not repo.exists():
+        (repo / "ctr" / "1").mkdir(parents=True)
+        (repo / "ctr" / "1" / "model.onnx").write_bytes(model.read_bytes())
+        (repo / "ctr" / "config.yaml").write_text(
+            f"max_batch_size: {args.max_batch_size}\n"
+            f"batching:\n  max_queue_delay_us: {args.max_queue_delay_us}\n"
+            f"instances:\n  count: {args.instances}\n"
+        )
+    http, grpc = free_port(), free_port()
+    command = [
+        sys.executable, "-c", "from kiln.cli.main import main; main()", "serve", str(repo),
+        "--workers", str(num_workers), "--host", "127.0.0.1", "--http-port", str(http),
+        "--grpc-port", str(grpc), "--cache-dir", str(work / "cache"), "--poll-interval-s", "0",
+        "--build-in", "thread", "--ledger", str(work / f"usage-{num_workers}.db"),
+    ]  # fmt: skip
+    log = work / f"kiln-serve-{num_workers}.log"
+    name = f"kiln serve --workers {num_workers}"
+    with Process(command, http, log) as server:
+        wait_log(log, "ready", num_workers)
+        return [
+            measure(name, server.process.pid, f"127.0.0.1:{port}", protocol, args.concurrency, window, work)
+            for protocol, port in (("http", http), ("grpc", grpc))
+        ]
+
+
+def wait_log(log: Path, word: str, count: int, timeout_s: float = 120.0) -> None:
+    """Until ``count`` lines of ``log`` start with ``kiln`` and contain ``word`` (every worker ready)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if sum(1 for line in lines if line.startswith("kiln") and f" {word}" in line) >= count:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{log.name}: fewer than {count} '{word}' lines after {timeout_s}s")
+
+
 def render(rows: Sequence[Row], meta: dict[str, object]) -> str:
     lines = [
         f"Server benchmark, {meta['date']}: {meta['model']}, batch 1, concurrency {meta['concurrency']}, "
@@ -220,7 +275,9 @@ def render(rows: Sequence[Row], meta: dict[str, object]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        verdict = "(reference)" if r.server != "kiln" else ("met" if r.meets_target else "**missed**")
+        verdict = "met" if r.meets_target else "**missed**"
+        if not r.server.startswith("kiln"):
+            verdict = "(reference)"
         lines.append(
             f"| {r.server} | {r.protocol} | {r.per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
             f"| {r.server_cpu_us:.0f} | {verdict} |"
@@ -239,6 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure `kiln serve REPO --workers N` for each N (e.g. --workers 1 2)",
+    )
     parser.add_argument(
         "--no-references", action="store_true", help="measure kiln only (no plain or bare servers)"
     )
@@ -260,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_queue_delay_us": args.max_queue_delay_us,
             "instances": args.instances,
         },
+        "workers": args.workers,
     }
     text = render(rows, meta)
     (args.out / "server.md").write_text(text)
