@@ -11,6 +11,7 @@ from kiln.cli.build import build_command
 from kiln.cli.cache import app as cache_app
 from kiln.cli.demo import demo_command
 from kiln.cli.gate import gate_command
+from kiln.cli.repo import app as repo_app
 from kiln.cli.serve import serve_command
 from kiln.cli.train import train_command
 from kiln.cli.usage import usage_command
@@ -34,6 +35,7 @@ app.command("build")(build_command)
 app.command("demo")(demo_command)
 app.add_typer(cache_app, name="cache")
 app.command("serve")(serve_command)
+app.add_typer(repo_app, name="repo")
 app.command("usage")(usage_command)
 app.command("train")(train_command)
 app.command("bench")(bench)
