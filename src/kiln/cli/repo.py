@@ -68,9 +68,8 @@ def list_command(
     ]
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     for line in table:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[3]
-        )
+        cells = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
+        typer.echo(f"{cells}  {line[3]}".rstrip())
 
 
 @app.command("add")
