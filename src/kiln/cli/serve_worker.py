@@ -58,6 +58,9 @@ def main() -> int:
 
     spec = json.loads(os.environ[SPEC_ENV])
     _die_with_parent(int(spec["parent_pid"]))
+    # Ctrl-C reaches the whole process group; the supervisor forwards it as SIGTERM. Until the
+    # server installs its own handlers, a SIGINT must not end the worker with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure_logging()
     index = int(spec["worker"])
     options = dict(spec["options"])
