@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 Repo = Annotated[
-    Path, typer.Argument(help="Model repository folder: <model>/config.yaml, <model>/<version>/.")
+    Path, typer.Argument(help="Model repository folder: `MODEL/config.yaml`, `MODEL/VERSION/model.onnx`.")
 ]
 
 

@@ -37,7 +37,7 @@ def _help(field: str) -> str:
 
 def serve_command(
     repo: Annotated[
-        Path, typer.Argument(help="Model repository folder: <model>/config.yaml, <model>/<version>/.")
+        Path, typer.Argument(help="Model repository folder: `MODEL/config.yaml`, `MODEL/VERSION/model.onnx`.")
     ],
     *,
     host: Annotated[str, typer.Option(help=_help("host"))] = "0.0.0.0",
