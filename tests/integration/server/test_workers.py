@@ -148,12 +148,14 @@ def successes_by_worker(url: str) -> dict[str, float]:
 
 def client_on(url: str, worker: str) -> httpx.Client:
     """An HTTP connection that the kernel gave to ``worker`` (a connection stays on one worker)."""
-    while True:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         client = httpx.Client(base_url=f"http://{url}", timeout=60)
         labels = WORKER_LABEL.findall(client.get("/metrics").text)
         if labels and labels[0] == worker:
             return client
         client.close()
+    raise AssertionError(f"no connection reached worker {worker} within 60 s")
 
 
 def test_two_workers_serve_tritonclient_and_a_killed_worker_is_restarted(tmp_path: Path) -> None:
@@ -187,6 +189,9 @@ def test_two_workers_serve_tritonclient_and_a_killed_worker_is_restarted(tmp_pat
 
 
 SLOW_CONFIG = "max_batch_size: 1\nbatching:\n  max_queue_delay_us: 0\n"
+ENGINE_DELAY_MS = 2500
+"""Each engine run's delay: a worker's two requests stay in flight for 5 s, long enough for the
+test to see both admitted on a loaded machine (it checks through new connections)."""
 
 
 def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
@@ -195,7 +200,7 @@ def test_sigterm_drains_every_worker_and_exits_0(tmp_path: Path) -> None:
         workers = ["0", "1"]
         for worker in workers:
             with closing(client_on(served.http, worker)) as admin:
-                reply = admin.post("/v2/admin/models/ctr/faults", json={"delay_ms": 400})
+                reply = admin.post("/v2/admin/models/ctr/faults", json={"delay_ms": ENGINE_DELAY_MS})
                 assert reply.status_code == 200, reply.text
         callers = [client_on(served.http, worker) for worker in workers for _ in range(2)]
         body = {"inputs": json_inputs()}
