@@ -381,7 +381,13 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
+    if server.poll() is not None:
+        return
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        server.wait(10)
+        return
     try:
         server.wait(60)
     except subprocess.TimeoutExpired:
@@ -398,20 +404,32 @@ def server_env() -> dict[str, str]:
 
 def run(ctx: Context, serve_cmd: str | None, perf_analyzer: str | None = None) -> None:
     """Write the repository, start ``kiln serve``, wait until the model is READY, measure the grid,
-    swap versions under load, stop the server (SIGTERM: a drain)."""
+    swap versions under load, stop the server (SIGTERM: a drain). If the server exits before READY,
+    its log goes into the results and it is started once more with ``--build-in thread``."""
     binary = perf_analyzer or os.environ.get("KILN_PERF_ANALYZER", "perf_analyzer")
     size = "tiny" if ctx.smoke else "full"
     inputs = write_inputs(ctx.work / "inputs.json", size)
     repo = write_repository(ctx.work / "repo", size, smoke=ctx.smoke)
+    template = serve_cmd or DEFAULT_SERVE
+    for attempt, extra in enumerate(("", " --build-in thread")):
+        if serve(ctx, template + extra, repo, inputs, binary, attempt=attempt):
+            break
+    best = best_point(ctx)
+    if best is not None:
+        ctx.record("e2e", step=f"best at p99 <= {P99_BOUND_MS} ms", **best)
+
+
+def serve(ctx: Context, template: str, repo: Path, inputs: Path, binary: str, *, attempt: int) -> bool:
+    """One server process: False when it never became READY."""
     http_port, grpc_port = free_port(), free_port()
     command = shlex.split(
-        (serve_cmd or DEFAULT_SERVE).format(
+        template.format(
             repo=repo, http_port=http_port, grpc_port=grpc_port, cache_dir=ctx.work / "engine-cache"
         )
     )
     config = (repo / "ctr" / "config.yaml").read_text().strip().replace("\n", "; ")
-    ctx.record("e2e", step="serve", command=" ".join(command), config=config)
-    log_path = ctx.work / "server.log"
+    ctx.record("e2e", step="serve", attempt=attempt, command=" ".join(command), config=config)
+    log_path = ctx.work / f"server-{attempt}.log"
     started = time.perf_counter()
     with log_path.open("wb") as log:
         server = subprocess.Popen(
@@ -424,8 +442,9 @@ def run(ctx: Context, serve_cmd: str | None, perf_analyzer: str | None = None) -
         )
         try:
             if not wait_ready(http_port, server, 400, "/v2/models/ctr/ready"):
-                ctx.record("e2e", step="ready", ok=False, rc=server.poll())
-                return
+                tail = log_path.read_text(errors="replace")[-1500:]
+                ctx.record("e2e", step="ready", ok=False, rc=server.poll(), server_log=tail)
+                return False
             metrics = scrape(http_port)
             build = metric_delta({}, metrics, "kiln_engine_build_duration_seconds_sum")
             ctx.record(
@@ -441,9 +460,7 @@ def run(ctx: Context, serve_cmd: str | None, perf_analyzer: str | None = None) -
             stop(server)
             ctx.record("e2e", step="server exit", rc=server.returncode)
             ctx.log(log_path.read_text(errors="replace")[-6000:])
-    best = best_point(ctx)
-    if best is not None:
-        ctx.record("e2e", step=f"best at p99 <= {P99_BOUND_MS} ms", **best)
+    return True
 
 
 def best_point(ctx: Context) -> dict[str, Any] | None:
