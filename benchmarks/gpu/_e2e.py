@@ -324,7 +324,11 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
     size = "tiny" if ctx.smoke else "full"
     export = ctx.work / "swap-requests.json"
     csv_path = ctx.work / "perf-swap.csv"
-    interval_ms, trials = (2000, 6) if ctx.smoke else (4000, 8)
+    interval_ms = 2000 if ctx.smoke else 4000
+    seconds = interval_ms / 1000 * (2 + 2 * SWAPS)
+    # One measurement of a fixed number of requests (no stability rule: the swaps are the point),
+    # sized from the grid's throughput at this load to last about ``seconds``.
+    requests = int(seconds * grid_rate(ctx, batch, concurrency, default=200.0))
     command = perf_command(
         binary,
         grpc_port,
@@ -333,9 +337,9 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
         batch=batch,
         concurrency=concurrency,
         interval_ms=interval_ms,
-        trials=trials,
+        trials=1,
     )
-    command += ["--profile-export-file", str(export)]
+    command += ["--request-count", str(requests), "--profile-export-file", str(export)]
     before = scrape(http_port)
     windows = []
     with (ctx.work / "perf-swap.log").open("wb") as log:
@@ -347,7 +351,7 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
                 if window is not None:
                     windows.append(window)
                 time.sleep(interval_ms / 1000)
-            rc = load.wait(timeout=interval_ms / 1000 * (trials + 4) + 60)
+            rc = load.wait(timeout=seconds * 4 + 60)
         finally:
             if load.poll() is None:
                 load.kill()
@@ -369,6 +373,7 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
         model="ctr-swap",
         what=f"{len(windows)} of {SWAPS} swaps under {batch} items/request, concurrency {concurrency}",
         perf_analyzer_rc=rc,
+        requests_asked=requests,
         requests_exported=len(latencies),
         server_outcomes=outcomes,
         failed=int(sum(v for k, v in outcomes.items() if k != "success")),
@@ -378,6 +383,16 @@ def hot_swaps(ctx: Context, binary: str, inputs: Path, repo: Path, *, grpc_port:
         steady_p99_ms=p99(outside),
         swap_window_max_ms=round(max(inside), 3) if inside else None,
     )
+
+
+def grid_rate(ctx: Context, batch: int, concurrency: int, *, default: float) -> float:
+    """Requests per second the grid measured at (batch, concurrency), or ``default``."""
+    from _record import read_records
+
+    for r in read_records(ctx.out):
+        if r["kind"] == "e2e-timing" and r["batch"] == batch and r["concurrency"] == concurrency:
+            return float(r["items_per_s"]) / batch
+    return default
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
