@@ -18,9 +18,10 @@ with it), each appending its results to ``DIR/results.jsonl`` as they are measur
 * ``bert-large-autotune``: the BERT-large engine compiled with ``compile=max-autotune``, batch 64;
 * ``bert-large-tuned``: BERT-large with ``attention=cudnn``, with and without coordinate descent;
 * ``ctr``: the DLRM-style example model, eager fp32 and kiln fp32 (ONNX source);
-* ``e2e`` (only with ``--e2e``): the CTR model on the torch engine behind kiln's server (its own
-  process), driven by perf_analyzer over gRPC on a grid of request sizes and concurrencies;
-  perf_analyzer is found on ``PATH`` or at ``KILN_PERF_ANALYZER``.
+* ``e2e`` (only with ``--e2e``): the CTR model served by ``python -m kiln serve REPO`` (a model
+  repository whose ``config.yaml`` selects the torch backend; its own process), driven by
+  perf_analyzer over gRPC on a grid of request sizes and concurrencies, then two weight-only hot
+  swaps under load (see ``_e2e``); perf_analyzer is found on ``PATH`` or at ``KILN_PERF_ANALYZER``.
 
 Every stage compiles with empty Inductor/Triton caches (cold). After all stages, ``DIR/table.md``
 holds the tables (and is printed). ``--smoke`` runs tiny versions of everything (minutes; also on
@@ -82,7 +83,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e", action="store_true", help="add the kiln serve + perf_analyzer stage")
     parser.add_argument("--option", action="append", default=[], help="extra torch backend option NAME=VALUE")
     parser.add_argument("--scale-timeouts", type=float, default=1.0)
-    parser.add_argument("--serve-cmd", default=None, help="e2e: the server command template")
+    parser.add_argument(
+        "--serve-cmd",
+        default=None,
+        help="e2e: the server command template ({repo}, {http_port}, {grpc_port}, {cache_dir})",
+    )
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--artifact", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

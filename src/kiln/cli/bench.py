@@ -17,7 +17,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kiln.bench.compare import run_with_baseline
 from kiln.bench.inputs import parse_int_range
-from kiln.bench.plots import write_plots
 from kiln.bench.report import BenchReport, render_markdown, render_table, step_row
 from kiln.bench.results import StepResult
 from kiln.bench.runner import BenchPlan
@@ -186,4 +185,6 @@ def _write(report: BenchReport, json_path: Path | None, markdown: Path | None, p
         tmp.write_text(render_markdown(report))
         tmp.replace(markdown)
     if plot is not None:
+        from kiln.bench.plots import write_plots  # noqa: PLC0415 - matplotlib only when plotting
+
         write_plots(report, plot)
