@@ -36,7 +36,8 @@ class PeerSpec:
     """One server to start. ``model``: an ONNX file (``kiln``: or an engine artifact folder).
 
     ``max_batch_size`` / ``max_queue_delay_us`` configure the batching servers (kiln, litserve);
-    ``instances`` kiln's execution instances; ``cache_dir`` kiln's engine cache.
+    ``instances`` kiln's execution instances; ``dispatch_when_idle`` kiln's batching setting of that
+    name; ``cache_dir`` kiln's engine cache.
     """
 
     kind: PeerKind
@@ -45,6 +46,7 @@ class PeerSpec:
     max_batch_size: int = 32
     max_queue_delay_us: int = 2000
     instances: int = 1
+    dispatch_when_idle: bool = True
     cache_dir: Path | None = None
     startup_timeout_s: float = 120.0
 
@@ -59,6 +61,8 @@ class PeerSpec:
                 "--name", self.name, "--port", str(port), "--max-batch-size", str(self.max_batch_size),
                 "--max-queue-delay-us", str(self.max_queue_delay_us),
                 "--instances", str(self.instances)]  # fmt: skip
+        if not self.dispatch_when_idle:
+            args.append("--no-dispatch-when-idle")
         if self.cache_dir is not None:
             args += ["--cache-dir", str(self.cache_dir)]
         return args

@@ -19,7 +19,11 @@ def _kiln(args: argparse.Namespace) -> None:
     from kiln.server.serve import new_event_loop, serve  # noqa: PLC0415
 
     loaded = obtain_bench_engine(args.model, cache_dir=args.cache_dir)
-    batching = BatchingConfig(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us)
+    batching = BatchingConfig(
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_us=args.max_queue_delay_us,
+        dispatch_when_idle=args.dispatch_when_idle,
+    )
 
     async def main() -> None:
         runtime = Runtime()
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--no-dispatch-when-idle", dest="dispatch_when_idle", action="store_false")
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.kind == "kiln":
