@@ -92,6 +92,7 @@ class Settings:
     out: Path
     work: Path | None
     cross_check: bool
+    dispatch_when_idle: bool = True
 
 
 def kiln_engine(folder: Path, name: str, size: str, cache: Path) -> tuple[Path, dict[str, object]]:
@@ -173,7 +174,8 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
     for variant in VARIANTS:
         source = artifact if variant == "kiln" else model
         spec = PeerSpec(variant, source, plan.name, max_batch_size=plan.max_batch_size,  # type: ignore[arg-type]
-                        max_queue_delay_us=plan.max_queue_delay_us, cache_dir=work / "cache")  # fmt: skip
+                        max_queue_delay_us=plan.max_queue_delay_us, cache_dir=work / "cache",
+                        dispatch_when_idle=settings.dispatch_when_idle)  # fmt: skip
         rows[variant], found = measure_variant(spec, plan, pool, data, settings)
         cross = cross or found
     caps = {v: capacity_of(v, [Point(str(r["label"]), float(r["throughput_per_s"]), float(r["p99_ms"]))  # type: ignore[arg-type]
@@ -185,7 +187,8 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
     return {
         "model": plan.name, "size": size, "slo_ms": plan.slo_ms, "accuracy": accuracy,
         "kiln_settings": {"max_batch_size": plan.max_batch_size,
-                          "max_queue_delay_us": plan.max_queue_delay_us},
+                          "max_queue_delay_us": plan.max_queue_delay_us,
+                          "dispatch_when_idle": settings.dispatch_when_idle},
         "capacity": {v: c.to_json() for v, c in caps.items()},
         "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
         "efficiency_factor": factor, "plot": png.name,
@@ -312,6 +315,8 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-cross-check", action="store_true", help="skip kiln bench's own client on kiln")
+    parser.add_argument("--no-dispatch-when-idle", action="store_true",
+                        help="kiln waits out max_queue_delay_us even when idle")  # fmt: skip
     args = parser.parse_args(argv)
     models = tuple(m for m in args.models.split(",") if m)
     unknown = sorted(set(models) - set(PLANS))
@@ -319,7 +324,7 @@ def parse(argv: list[str] | None) -> Settings:
         parser.error(f"unknown models {unknown}; use {sorted(PLANS)}")
     step_s = args.step_s or (0.6 if args.quick else 3.0)
     return Settings(args.quick, models, step_s, 0.2 if args.quick else 0.7, args.out, args.work,
-                    not args.no_cross_check)  # fmt: skip
+                    not args.no_cross_check, not args.no_dispatch_when_idle)  # fmt: skip
 
 
 def _public_args(args: list[str]) -> list[str]:

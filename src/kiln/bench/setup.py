@@ -39,7 +39,8 @@ class BenchSetup:
         model: the model name (on the server; in-process, a label defaulting to the file's stem).
         mode: in-process only: ``runtime`` (kiln's runtime, dynamic batching up to
             ``max_batch_size`` rows, waiting at most ``max_queue_delay_us``) or ``engine`` (one
-            request per engine run, no batching).
+            request per engine run, no batching). ``dispatch_when_idle``: the runtime's batching
+            setting of that name (run at once when no batch is running).
         num_instances: in-process execution instances (worker threads).
         inputs: an ``.npz`` file or folder of samples; default random payloads from the signature.
         batch_size: rows per request. int_range: the range of random integer inputs (high excluded).
@@ -54,6 +55,7 @@ class BenchSetup:
     num_instances: int = 1
     max_batch_size: int = 32
     max_queue_delay_us: int = 1000
+    dispatch_when_idle: bool = True
     precision: Precision = "fp32"
     cache_dir: Path | None = None
     inputs: Path | None = None
@@ -120,7 +122,9 @@ async def run_setup(setup: BenchSetup, *, progress: BenchProgress | None = None)
     runtime = Runtime()
     name = setup.model_name
     batching = BatchingConfig(
-        max_batch_size=setup.max_batch_size, max_queue_delay_us=setup.max_queue_delay_us
+        max_batch_size=setup.max_batch_size,
+        max_queue_delay_us=setup.max_queue_delay_us,
+        dispatch_when_idle=setup.dispatch_when_idle,
     )
     runtime.add_model(name, ModelConfig(num_instances=setup.num_instances, batching=batching))
     try:

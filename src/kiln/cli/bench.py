@@ -90,6 +90,9 @@ def bench(
     max_queue_delay_us: Annotated[
         int, typer.Option(help="In-process runtime: longest wait for a batch.")
     ] = 1000,
+    dispatch_when_idle: Annotated[
+        bool, typer.Option(help="In-process runtime: run at once when no batch is running.")
+    ] = True,
     precision: Annotated[str, typer.Option(help="In-process build precision: fp32, fp16 or bf16.")] = "fp32",
     cache_dir: Annotated[Path | None, typer.Option(help="Engine cache folder.")] = None,
     concurrency: Annotated[str | None, typer.Option(help="Closed-loop steps, e.g. 1,4,16.")] = None,
@@ -140,6 +143,7 @@ def bench(
         return BenchSetup(
             url=url, protocol=protocol, engine=engine, model=model, mode=mode,  # type: ignore[arg-type]
             num_instances=instances, max_batch_size=max_batch_size, max_queue_delay_us=max_queue_delay_us,
+            dispatch_when_idle=dispatch_when_idle,
             precision=precision, cache_dir=cache_dir, inputs=inputs, batch_size=batch_size,  # type: ignore[arg-type]
             int_range=parse_int_range(int_range), seed=seed, plan=plan,
         )  # fmt: skip

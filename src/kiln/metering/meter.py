@@ -40,6 +40,22 @@ class MeteringSnapshot:
     ledger: LedgerStats | None = None
 
 
+class _Tally:
+    """Running totals of one (tenant, model), added to in place under the meter's lock (the
+    request path calls ``record`` per request); :class:`Usage` values are made at snapshot."""
+
+    __slots__ = ("device_seconds", "epu", "items", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.items = 0
+        self.device_seconds = 0.0
+        self.epu = 0.0
+
+    def usage(self) -> Usage:
+        return Usage(self.requests, self.items, self.device_seconds, self.epu)
+
+
 def _unit(model: str, version: str) -> float:
     del model, version
     return DEFAULT_EFFICIENCY
@@ -60,7 +76,7 @@ class Metering:
         self.ledger = ledger
         self._efficiency_of = efficiency_of or _unit
         self._lock = threading.Lock()
-        self._usage: dict[tuple[str, str], Usage] = {}
+        self._usage: dict[tuple[str, str], _Tally] = {}
         self._rejected: dict[str, int] = {}
         self._warned: set[object] = set()
 
@@ -86,14 +102,19 @@ class Metering:
                 self._reject("closed", error)
                 return
         key = (record.tenant, record.model)
-        usage = Usage.of(record)
         with self._lock:
-            found = self._usage.get(key)
-            self._usage[key] = usage if found is None else found + usage
+            tally = self._usage.get(key)
+            if tally is None:
+                tally = self._usage[key] = _Tally()
+            tally.requests += 1
+            tally.items += record.items
+            tally.device_seconds += record.device_seconds
+            tally.epu += record.epu
 
     def snapshot(self) -> MeteringSnapshot:
         with self._lock:
-            usage, rejected = dict(self._usage), dict(self._rejected)
+            usage = {key: tally.usage() for key, tally in self._usage.items()}
+            rejected = dict(self._rejected)
         return MeteringSnapshot(usage, rejected, None if self.ledger is None else self.ledger.stats())
 
     def flush(self) -> int:

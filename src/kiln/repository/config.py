@@ -136,6 +136,11 @@ class BatchingSection(_Section):
         le=10_000_000,
         description="Requests waiting at most; one more is rejected at once (503).",
     )
+    dispatch_when_idle: bool = Field(
+        default=True,
+        description="Run what is queued at once when none of the model's batches is running; "
+        "false: wait max_queue_delay_us for a fuller batch even on an idle model.",
+    )
     default_timeout_s: float | None = Field(
         default=None,
         gt=0.0,

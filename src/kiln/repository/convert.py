@@ -87,6 +87,7 @@ def runtime_config(config: ModelRepoConfig, *, batchable: bool = True) -> ModelC
             preferred_batch_sizes=tuple(s for s in batching.preferred_batch_sizes if s <= max_batch),
             pad_to_preferred=batching.pad_to_preferred,
             max_queue_size=batching.max_queue_size,
+            dispatch_when_idle=batching.dispatch_when_idle,
             default_timeout_s=batching.default_timeout_s,
         ),
         versions=VersionPolicy(

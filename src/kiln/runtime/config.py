@@ -41,6 +41,12 @@ class BatchingConfig:
             ``max_batch_size``); the padding rows are sliced off the results.
         max_queue_size: requests waiting (not yet running) at most; one more is rejected at once
             with ``Overloaded``.
+        dispatch_when_idle: when no batch of the model is running and an instance is free, run
+            what is queued at once instead of waiting ``max_queue_delay_us`` for company. Batches
+            still grow while the instances are busy (requests that arrive meanwhile are merged into
+            the next run), and ``max_queue_delay_us`` still bounds the wait then. Off: every batch
+            below ``max_batch_size`` (or a preferred size) waits out the delay, even on an idle
+            model.
         default_timeout_s: deadline of requests that bring none; ``None`` waits as long as needed.
     """
 
@@ -49,6 +55,7 @@ class BatchingConfig:
     preferred_batch_sizes: tuple[int, ...] = ()
     pad_to_preferred: bool = True
     max_queue_size: int = 1024
+    dispatch_when_idle: bool = True
     default_timeout_s: float | None = None
 
     def __post_init__(self) -> None:

@@ -8,7 +8,6 @@ only hands over references.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -209,7 +208,7 @@ class LoadedVersion:
         while True:
             route = self.router.route
             try:
-                done = await asyncio.wrap_future(self._pool(route).submit(job))
+                done = await self._pool(route).submit_async(job)
             except Exception as exc:
                 decision = decide_retry(
                     classify(exc),

@@ -1,8 +1,12 @@
 """A pool of execution instances of one resident engine, one worker thread per instance.
 
 Work goes in as a function of the instance, ``fn(instance) -> T``, and comes back as a
-``concurrent.futures.Future``: engine calls run on the pool's threads, never on the caller's (the
-event loop wraps the future with ``asyncio.wrap_future``). No lock is held while an engine runs.
+``concurrent.futures.Future`` (:meth:`InstancePool.submit`, for control threads) or as an
+``asyncio.Future`` of the calling event loop (:meth:`InstancePool.submit_async`, the request path:
+the worker hands the outcome to the loop with one ``call_soon_threadsafe``, without the lock and
+condition of a ``concurrent.futures.Future`` and the callbacks ``asyncio.wrap_future`` chains onto
+it). Engine calls run on the pool's threads, never on the caller's. No lock is held while an
+engine runs.
 
 When a run fails the worker handles the instance before passing the error on:
 
@@ -14,12 +18,14 @@ When a run fails the worker handles the instance before passing the error on:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kiln.compile.backends.base import Instance
 from kiln.errors import EngineDead, InvalidInput, NotReady, describe
@@ -28,7 +34,51 @@ from kiln.types import Array, Tensors
 log = logging.getLogger("kiln.runtime")
 
 T = TypeVar("T")
-_Job = tuple[Callable[[Instance], Any], "Future[Any]"]
+
+
+class _Outcome(Protocol):
+    """Where a job's result goes: the part of ``concurrent.futures.Future`` the workers use."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+    def set_result(self, result: Any) -> None: ...
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+
+_Job = tuple[Callable[[Instance], Any], _Outcome]
+
+
+class _LoopOutcome:
+    """Delivers a job's outcome from a worker thread to an ``asyncio.Future`` on its loop."""
+
+    __slots__ = ("_loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        # Read from the worker thread: at worst a job whose caller just left runs once more.
+        return not self.future.done()
+
+    def set_result(self, result: Any) -> None:
+        self._deliver(result, None)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._deliver(None, exception)
+
+    def _deliver(self, result: Any, exception: BaseException | None) -> None:
+        # RuntimeError: the loop closed meanwhile, so nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_settle, self.future, result, exception)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exception: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
 
 
 def close_quietly(thing: Instance | None, what: str) -> None:
@@ -99,6 +149,16 @@ class InstancePool:
             self._jobs.put((fn, future))
         return future
 
+    def submit_async(self, fn: Callable[[Instance], T]) -> asyncio.Future[T]:
+        """Like :meth:`submit`, from a coroutine: the result comes as a future of the running loop.
+        Cancelling that future before a worker takes the job skips the job."""
+        outcome = _LoopOutcome(asyncio.get_running_loop())
+        with self._lock:
+            if self._closed:
+                raise NotReady(describe(f"the instances of {self.name} are closed", fix="retry the request"))
+            self._jobs.put((fn, outcome))
+        return outcome.future
+
     def revive(self, probe: Callable[[Instance], object]) -> None:
         """Build a new instance, run ``probe`` on it; on success clear the dead mark and have every
         worker replace its instance before its next run. Raises whatever the probe raised."""
@@ -162,7 +222,7 @@ class InstancePool:
             instance = self._run(instance, fn, future)
         close_quietly(instance, f"instance of {self.name}")
 
-    def _run(self, instance: Instance, fn: Callable[[Instance], Any], future: Future[Any]) -> Instance | None:
+    def _run(self, instance: Instance, fn: Callable[[Instance], Any], future: _Outcome) -> Instance | None:
         """Run one job; the instance to keep using (a new one after a transient failure)."""
         try:
             result = fn(instance)

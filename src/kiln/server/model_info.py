@@ -78,6 +78,10 @@ def model_config(
             "priority_levels": priority_levels,
             "default_priority_level": default_priority_level,
         }
+        # Triton's configuration has no such field; its free-form ``parameters`` map carries it.
+        result["parameters"] = {
+            "dispatch_when_idle": {"string_value": "true" if batching.dispatch_when_idle else "false"}
+        }
     return result
 
 

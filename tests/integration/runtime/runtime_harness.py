@@ -24,6 +24,7 @@ def config(
     keep: int = 1,
     max_retries: int = 2,
     preferred: tuple[int, ...] = (),
+    dispatch_when_idle: bool = True,
 ) -> ModelConfig:
     return ModelConfig(
         num_instances=num_instances,
@@ -32,6 +33,7 @@ def config(
             max_queue_delay_us=delay_us,
             max_queue_size=max_queue_size,
             preferred_batch_sizes=preferred,
+            dispatch_when_idle=dispatch_when_idle,
         ),
         retry=RetryConfig(max_retries=max_retries),
         fallback=FallbackConfig(probe_interval_s=5.0, probe_in_background=False),

@@ -15,7 +15,7 @@ from kiln.errors import DeadlineExceeded, InvalidInput, ModelNotFound, Overloade
 from kiln.runtime import ModelSlot, Runtime
 from kiln.runtime.stats import Counter
 
-HOLD_US = 60_000_000  # a queue delay the fake clock only passes when told to
+HOLD_US = 60_000_000  # a queue delay the fake clock only passes when told to (idle dispatch off)
 
 
 async def loaded(
@@ -40,7 +40,9 @@ def test_a_full_queue_rejects_at_once_and_the_queued_requests_still_run(build: E
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, engine = await loaded(build, clock, delay_us=HOLD_US, max_queue_size=4)
+        runtime, model, engine = await loaded(
+            build, clock, delay_us=HOLD_US, dispatch_when_idle=False, max_queue_size=4
+        )
         waiting = [asyncio.create_task(runtime.infer("ctr", rows(1, seed=s))) for s in range(4)]
         await queued(model, 4)
         with pytest.raises(Overloaded, match="max_queue_size 4"):
@@ -61,7 +63,7 @@ def test_an_expired_request_gets_deadline_exceeded_and_the_engine_is_not_called(
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, engine = await loaded(build, clock, delay_us=HOLD_US)
+        runtime, model, engine = await loaded(build, clock, delay_us=HOLD_US, dispatch_when_idle=False)
         runs = engine.num_runs
         late = asyncio.create_task(runtime.infer("ctr", rows(1), timeout_s=0.5))
         await queued(model, 1)
@@ -80,7 +82,7 @@ def test_a_cancelled_request_is_dropped_before_the_engine_sees_it(build: EngineB
     clock = FakeClock()
 
     async def main() -> None:
-        runtime, model, _ = await loaded(build, clock, delay_us=HOLD_US)
+        runtime, model, _ = await loaded(build, clock, delay_us=HOLD_US, dispatch_when_idle=False)
         gone = asyncio.create_task(runtime.infer("ctr", rows(3)))
         kept = asyncio.create_task(runtime.infer("ctr", rows(1)))
         await queued(model, 2)

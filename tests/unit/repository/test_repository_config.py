@@ -40,6 +40,7 @@ batching:
   preferred_batch_sizes: [8, 64]
   pad_to_preferred: false
   max_queue_size: 100
+  dispatch_when_idle: false
   default_timeout_s: 2.5
 instances: {count: 2, fallback_count: 3}
 version_policy: {latest: 2, keep_loaded: 3, drain_timeout_s: 5}
@@ -82,6 +83,7 @@ def test_every_field_is_read() -> None:
     assert config.accuracy.max_accuracy_drop == 0.005
     assert config.batching.default_timeout_s == 2.5
     assert not config.batching.pad_to_preferred
+    assert not config.batching.dispatch_when_idle
     assert config.instances.fallback_count == 3
     assert config.version_policy.latest == 2
     assert config.version_policy.num_served == 2
@@ -232,6 +234,8 @@ def test_runtime_config_follows_the_config() -> None:
         2.5,
         False,
     )
+    assert not batching.dispatch_when_idle
+    assert runtime_config(DEFAULT_CONFIG).batching.dispatch_when_idle
     assert config.versions.max_loaded_versions == 3
     assert config.versions.drain_timeout_s == 5
 

@@ -26,21 +26,31 @@ class Req:
 
 
 def limits(
-    max_batch_size: int = 8, delay_s: float = 0.010, preferred: tuple[int, ...] = (), pad: bool = True
+    max_batch_size: int = 8,
+    delay_s: float = 0.010,
+    preferred: tuple[int, ...] = (),
+    pad: bool = True,
+    when_idle: bool = False,
 ) -> BatchLimits:
+    """The tests of the delay rule turn ``dispatch_when_idle`` off; its own tests turn it on."""
     config = BatchingConfig(
         max_batch_size=max_batch_size,
         max_queue_delay_us=round(delay_s * 1e6),
         preferred_batch_sizes=preferred,
         pad_to_preferred=pad,
+        dispatch_when_idle=when_idle,
     )
     return BatchLimits.from_config(config)
 
 
 def plan(
-    queue: list[Req], now_s: float, lim: BatchLimits | None = None, runnable: range | set[int] = ALL
+    queue: list[Req],
+    now_s: float,
+    lim: BatchLimits | None = None,
+    runnable: range | set[int] = ALL,
+    in_flight: int = 0,
 ) -> BatchPlan:
-    return plan_batch(queue, now_s=now_s, limits=lim or limits(), runnable=runnable)
+    return plan_batch(queue, now_s=now_s, limits=lim or limits(), runnable=runnable, in_flight=in_flight)
 
 
 def test_an_empty_queue_waits_for_an_event() -> None:
@@ -202,3 +212,62 @@ def test_a_preferred_size_runs_early_when_it_takes_most_of_the_queue() -> None:
 )
 def test_running_early_needs_more_rows_taken_than_left(rows: int, pending: int, early: bool) -> None:
     assert is_worth_running_early(rows, pending) is early
+
+
+IDLE = limits(when_idle=True)
+
+
+def test_dispatch_when_idle_is_on_by_default() -> None:
+    assert BatchLimits.from_config(BatchingConfig()).dispatch_when_idle
+
+
+def test_an_idle_model_runs_a_lone_request_at_once() -> None:
+    decision = plan([Req(1, arrival_s=1.000)], now_s=1.000, lim=IDLE)
+    assert (decision.run, decision.rows, decision.wake_at_s) == ((1,), 1, None)
+
+
+def test_an_idle_model_runs_everything_queued_up_to_the_batch_limit() -> None:
+    queue = [Req(i, arrival_s=1.0) for i in range(1, 6)]
+    assert plan(queue, now_s=1.0, lim=IDLE).run == (1, 2, 3, 4, 5)
+    twelve = [Req(i, arrival_s=1.0) for i in range(1, 13)]
+    assert plan(twelve, now_s=1.0, lim=IDLE).run == tuple(range(1, 9))
+
+
+def test_while_a_batch_runs_the_queue_waits_for_the_delay_as_before() -> None:
+    queue = [Req(1, arrival_s=1.000), Req(2, arrival_s=1.002)]
+    waiting = plan(queue, now_s=1.004, lim=IDLE, in_flight=1)
+    assert waiting.run == ()
+    assert waiting.wake_at_s == 1.010
+    assert plan(queue, now_s=1.010, lim=IDLE, in_flight=1).run == (1, 2)
+
+
+def test_while_a_batch_runs_a_full_or_preferred_batch_still_goes_at_once() -> None:
+    lim = limits(max_batch_size=8, preferred=(4,), when_idle=True)
+    four = [Req(i) for i in range(4)]
+    assert plan(four, now_s=0.001, lim=lim, in_flight=1).run == (0, 1, 2, 3)
+    nine = [Req(i) for i in range(9)]
+    assert plan(nine, now_s=0.001, lim=lim, in_flight=1).run == tuple(range(8))
+
+
+def test_an_idle_model_without_a_free_instance_for_the_version_waits() -> None:
+    queue = [Req(1, key=(1, SHAPE)), Req(2, key=(2, SHAPE))]
+    assert plan(queue, now_s=1.0, lim=IDLE, runnable={2}).run == (2,)
+    assert plan(queue, now_s=1.0, lim=IDLE, runnable=set()).run == ()
+
+
+def test_an_idle_model_still_drops_expired_and_cancelled_requests_first() -> None:
+    queue = [Req(1, deadline_s=0.5), Req(2, cancelled=True), Req(3)]
+    decision = plan(queue, now_s=1.0, lim=IDLE)
+    assert (decision.expired, decision.cancelled, decision.run) == ((1,), (2,), (3,))
+
+
+def test_an_idle_model_pads_to_the_nearest_bucket() -> None:
+    lim = limits(max_batch_size=16, preferred=(4, 16), when_idle=True)
+    decision = plan([Req(i) for i in range(5)], now_s=0.0, lim=lim)
+    assert (decision.rows, decision.padded_rows) == (5, 16)
+
+
+def test_with_dispatch_when_idle_off_an_idle_model_waits_for_the_delay() -> None:
+    off = limits(when_idle=False)
+    waiting = plan([Req(1, arrival_s=1.000)], now_s=1.000, lim=off, in_flight=0)
+    assert (waiting.run, waiting.wake_at_s) == ((), 1.010)

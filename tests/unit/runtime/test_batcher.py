@@ -39,10 +39,18 @@ class FakeRunner:
 
 
 def batcher(
-    clock: FakeClock, *, delay_us: int = 10_000_000, max_queue_size: int = 16, max_batch_size: int = 8
+    clock: FakeClock,
+    *,
+    delay_us: int = 10_000_000,
+    max_queue_size: int = 16,
+    max_batch_size: int = 8,
+    when_idle: bool = False,
 ) -> Batcher:
     config = BatchingConfig(
-        max_batch_size=max_batch_size, max_queue_delay_us=delay_us, max_queue_size=max_queue_size
+        max_batch_size=max_batch_size,
+        max_queue_delay_us=delay_us,
+        max_queue_size=max_queue_size,
+        dispatch_when_idle=when_idle,
     )
     return Batcher("m", BatchLimits.from_config(config), max_queue_size=max_queue_size, clock=clock)
 
@@ -250,3 +258,43 @@ def test_a_crashed_loop_fails_its_queue_instead_of_hanging_and_restarts(
     with caplog.at_level(logging.ERROR):
         asyncio.run(main())
     assert any("stopped" in r.message for r in caplog.records)
+
+
+def test_an_idle_model_runs_at_once_then_batches_what_arrives_during_the_run() -> None:
+    async def main() -> None:
+        clock, runner = FakeClock(), FakeRunner(capacity=1)
+        runner.gate = asyncio.Event()
+        b = batcher(clock, when_idle=True)  # a 10 s delay: only the idle rule can start a run
+        first = submit(b, runner, clock)[1]
+        await eventually(lambda: len(runner.calls) == 1)
+        later = [submit(b, runner, clock)[1] for _ in range(3)]
+        await asyncio.sleep(0)
+        assert b.queue_size == 3
+        runner.gate.set()
+        await asyncio.gather(first, *later)
+        assert runner.calls == [(1, 1), (3, 3)]
+        await b.aclose(NotReady("bye"))
+
+    asyncio.run(main())
+
+
+def test_a_second_instance_waits_for_the_delay_while_one_batch_runs() -> None:
+    async def main() -> None:
+        clock, runner = FakeClock(), FakeRunner(capacity=2)
+        runner.gate = asyncio.Event()
+        b = batcher(clock, when_idle=True)
+        first = submit(b, runner, clock)[1]
+        await eventually(lambda: len(runner.calls) == 1)
+        second = submit(b, runner, clock)[1]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(runner.calls) == 1
+        assert b.queue_size == 1
+        clock.advance(10.0)
+        b.wake()
+        await eventually(lambda: len(runner.calls) == 2)
+        runner.gate.set()
+        await asyncio.gather(first, second)
+        await b.aclose(NotReady("bye"))
+
+    asyncio.run(main())

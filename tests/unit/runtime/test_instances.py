@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future
 
@@ -145,3 +146,63 @@ def test_a_cancelled_job_is_skipped() -> None:
     first.result(5)
     p.close(5)
     assert engine.num_runs == 1
+
+
+def test_submit_async_delivers_results_and_errors_to_the_loop() -> None:
+    engine = FakeEngine(1.0)
+    p, rebuilds = pool(engine, n=1)
+    p.start()
+
+    async def main() -> None:
+        result = await p.submit_async(run)
+        assert result["y"][0, 0] == 1.0
+        engine.run_errors.append(EngineFailed("flaky"))
+        with pytest.raises(EngineFailed, match="flaky"):
+            await p.submit_async(run)
+        assert rebuilds == [1]
+
+    asyncio.run(main())
+    assert p.close(5)
+    with pytest.raises(NotReady):
+        asyncio.run(_submit_async(p))
+
+
+async def _submit_async(p: InstancePool) -> None:
+    await p.submit_async(run)
+
+
+def test_a_job_whose_caller_left_before_it_started_is_skipped() -> None:
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    p, _ = pool(engine, n=1)
+    p.start()
+
+    async def main() -> None:
+        first = p.submit_async(run)
+        second = p.submit_async(run)
+        second.cancel()
+        engine.gate.set()
+        await first
+
+    asyncio.run(main())
+    p.close(5)
+    assert engine.num_runs == 1
+
+
+def test_close_finishes_queued_async_jobs() -> None:
+    engine = FakeEngine()
+    engine.gate = threading.Event()
+    p, _ = pool(engine, n=1)
+    p.start()
+
+    async def main() -> None:
+        running = p.submit_async(run)
+        queued = [p.submit_async(run) for _ in range(2)]
+        closer = threading.Thread(target=p.close, args=(5,))
+        closer.start()
+        engine.gate.set()
+        results = await asyncio.wait_for(asyncio.gather(running, *queued, return_exceptions=True), 5)
+        closer.join(5)
+        assert all(isinstance(r, dict) for r in results)
+
+    asyncio.run(main())

@@ -252,7 +252,7 @@ def test_an_expired_request_never_reaches_the_engine() -> None:
     clock = FakeClock()
     engine = FakeEngine(1.0)
     slow = ModelConfig(
-        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=50_000_000),
+        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=50_000_000, dispatch_when_idle=False),
         fallback=FallbackConfig(probe_in_background=False),
     )
 
@@ -276,7 +276,7 @@ def test_an_expired_request_never_reaches_the_engine() -> None:
 def test_a_drain_is_bounded_and_fails_what_is_still_queued_for_the_old_version() -> None:
     clock = FakeClock()
     held = ModelConfig(
-        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=50_000_000),
+        batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=50_000_000, dispatch_when_idle=False),
         fallback=FallbackConfig(probe_in_background=False),
         versions=VersionPolicy(drain_timeout_s=0.05),
     )

@@ -136,6 +136,7 @@ def test_metadata_config_and_statistics() -> None:
         "priority_levels": 5,
         "default_priority_level": 3,
     }
+    assert config["parameters"] == {"dispatch_when_idle": {"string_value": "true"}}
     (stats,) = core.model_statistics("pair")["model_stats"]  # type: ignore[misc]
     assert (stats["name"], stats["version"], stats["inference_count"], stats["execution_count"]) == (
         "pair",

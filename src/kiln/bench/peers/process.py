@@ -30,13 +30,17 @@ PEER_KINDS: tuple[PeerKind, ...] = ("kiln", "fastapi-ort", "litserve", "unoptimi
 one request per run), ``litserve`` (LitServe + ONNX Runtime, its batching on), ``unoptimized`` (fp32,
 graph optimizations off, one run at a time, no batching)."""
 
+KILN_SERVER_MODULE = "kiln.cli.serve_engine"
+"""What ``python -m`` runs for kind ``kiln``: kiln's server in front of one engine."""
+
 
 @dataclass(frozen=True)
 class PeerSpec:
     """One server to start. ``model``: an ONNX file (``kiln``: or an engine artifact folder).
 
     ``max_batch_size`` / ``max_queue_delay_us`` configure the batching servers (kiln, litserve);
-    ``instances`` kiln's execution instances; ``cache_dir`` kiln's engine cache.
+    ``instances`` kiln's execution instances; ``dispatch_when_idle`` kiln's batching setting of that
+    name; ``cache_dir`` kiln's engine cache.
     """
 
     kind: PeerKind
@@ -45,6 +49,7 @@ class PeerSpec:
     max_batch_size: int = 32
     max_queue_delay_us: int = 2000
     instances: int = 1
+    dispatch_when_idle: bool = True
     cache_dir: Path | None = None
     startup_timeout_s: float = 120.0
 
@@ -55,10 +60,16 @@ class PeerSpec:
             )
 
     def command(self, port: int) -> list[str]:
-        args = [sys.executable, "-m", "kiln.bench.peers.serve", self.kind, "--model", str(self.model),
-                "--name", self.name, "--port", str(port), "--max-batch-size", str(self.max_batch_size),
-                "--max-queue-delay-us", str(self.max_queue_delay_us),
-                "--instances", str(self.instances)]  # fmt: skip
+        """The server's command line. kiln's own server is the CLI layer's entry point (a process,
+        so this layer never imports the server); the peers are :mod:`kiln.bench.peers.serve`."""
+        common = ["--model", str(self.model), "--name", self.name, "--port", str(port),
+                  "--max-batch-size", str(self.max_batch_size),
+                  "--max-queue-delay-us", str(self.max_queue_delay_us)]  # fmt: skip
+        if self.kind != "kiln":
+            return [sys.executable, "-m", "kiln.bench.peers.serve", self.kind, *common]
+        args = [sys.executable, "-m", KILN_SERVER_MODULE, *common, "--instances", str(self.instances)]
+        if not self.dispatch_when_idle:
+            args.append("--no-dispatch-when-idle")
         if self.cache_dir is not None:
             args += ["--cache-dir", str(self.cache_dir)]
         return args

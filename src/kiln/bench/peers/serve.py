@@ -1,41 +1,16 @@
-"""``python -m kiln.bench.peers.serve KIND --model PATH --name NAME --port PORT``: one server.
+"""``python -m kiln.bench.peers.serve KIND --model PATH --name NAME --port PORT``: one peer server.
 
-The process a :class:`~kiln.bench.peers.process.PeerProcess` starts, so that every server under
-test runs in a process of its own, apart from the load generator. KIND is one of
-:data:`~kiln.bench.peers.process.PEER_KINDS`. The server stack is imported only in the branch that
-needs it (``kiln`` needs ``kiln.server``; the others the ``peers`` extra).
+The process a :class:`~kiln.bench.peers.process.PeerProcess` starts for the servers kiln is
+compared with, so that every server under test runs in a process of its own, apart from the load
+generator. KIND is ``fastapi-ort``, ``litserve`` or ``unoptimized``; each imports its stack (the
+``peers`` extra) only in its own branch. kiln's own server is started as ``python -m
+kiln.cli.serve_engine`` instead: the bench layer does not import the server.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-
-def _kiln(args: argparse.Namespace) -> None:
-    from kiln.bench.engines import obtain_bench_engine  # noqa: PLC0415
-    from kiln.runtime import BatchingConfig, ModelConfig, Runtime  # noqa: PLC0415
-    from kiln.server.config import ServerConfig  # noqa: PLC0415
-    from kiln.server.serve import new_event_loop, serve  # noqa: PLC0415
-
-    loaded = obtain_bench_engine(args.model, cache_dir=args.cache_dir)
-    batching = BatchingConfig(max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us)
-
-    async def main() -> None:
-        runtime = Runtime()
-        runtime.add_model(args.name, ModelConfig(num_instances=args.instances, batching=batching))
-        try:
-            await runtime.load_version(args.name, "1", loaded.engine).wait()
-            config = ServerConfig(host="127.0.0.1", http_port=args.port, grpc_port=None)
-            await serve(runtime, None, config)
-        finally:
-            await runtime.aclose()
-
-    loop = new_event_loop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
 
 
 def _fastapi(args: argparse.Namespace, *, optimized: bool) -> None:
@@ -65,18 +40,14 @@ def _litserve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kiln.bench.peers.serve")
-    parser.add_argument("kind", choices=("kiln", "fastapi-ort", "litserve", "unoptimized"))
-    parser.add_argument("--model", type=Path, required=True, help="ONNX model (kiln: or an artifact folder)")
+    parser.add_argument("kind", choices=("fastapi-ort", "litserve", "unoptimized"))
+    parser.add_argument("--model", type=Path, required=True, help="ONNX model")
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-queue-delay-us", type=int, default=2000)
-    parser.add_argument("--instances", type=int, default=1)
-    parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.kind == "kiln":
-        _kiln(args)
-    elif args.kind == "litserve":
+    if args.kind == "litserve":
         _litserve(args)
     else:
         _fastapi(args, optimized=args.kind == "fastapi-ort")

@@ -226,7 +226,11 @@ class Batcher:
         assert self._event is not None
         while True:
             plan = plan_batch(
-                self._queue.values(), now_s=self._clock.now(), limits=self.limits, runnable=self._capacity
+                self._queue.values(),
+                now_s=self._clock.now(),
+                limits=self.limits,
+                runnable=self._capacity,
+                in_flight=len(self._tasks),
             )
             self._drop(plan)
             if plan.run:

@@ -7,6 +7,10 @@ has a free instance the policy decides:
 - run now when the group holds ``max_batch_size`` rows, when it can form a batch of exactly one of
   the preferred sizes that takes more of its rows than it leaves waiting (the largest such size),
   or when its oldest request has waited ``max_queue_delay``;
+- with ``dispatch_when_idle``, also run now when no batch of the model is in flight: waiting for
+  company is only worth it while the instances are busy, since requests that arrive during a run
+  join the next batch anyway (so batches still grow with the load, and the delay bounds the wait
+  while every instance is busy);
 - otherwise wake up when that delay ends (or when the earliest deadline passes).
 
 Within a group higher ``priority`` goes first, then arrival order; among ready groups the one whose
@@ -54,12 +58,13 @@ class BatchLimits:
     max_queue_delay_s: float
     preferred: tuple[int, ...] = ()
     pad_sizes: tuple[int, ...] = ()
+    dispatch_when_idle: bool = True
 
     @classmethod
     def from_config(cls, config: BatchingConfig) -> BatchLimits:
         preferred = config.preferred_batch_sizes
         pad = bucket_sizes(preferred, config.max_batch_size) if config.pad_to_preferred and preferred else ()
-        return cls(config.max_batch_size, config.max_queue_delay_s, preferred, pad)
+        return cls(config.max_batch_size, config.max_queue_delay_s, preferred, pad, config.dispatch_when_idle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +91,17 @@ class _Ready:
 
 
 def plan_batch(
-    queue: Iterable[QueuedRequest], *, now_s: float, limits: BatchLimits, runnable: Container[int]
+    queue: Iterable[QueuedRequest],
+    *,
+    now_s: float,
+    limits: BatchLimits,
+    runnable: Container[int],
+    in_flight: int = 0,
 ) -> BatchPlan:
     """Decide what to run next. ``queue`` is in arrival order; ``runnable`` holds the load ids of
-    versions with a free instance."""
+    versions with a free instance; ``in_flight`` counts the model's batches running now (any
+    version)."""
+    idle = limits.dispatch_when_idle and in_flight == 0
     expired: list[int] = []
     cancelled: list[int] = []
     groups: dict[BatchKey, list[QueuedRequest]] = {}
@@ -109,7 +121,7 @@ def plan_batch(
     for key, members in groups.items():
         if key[0] not in runnable:
             continue
-        ready = _evaluate(key, members, now_s, limits)
+        ready = _evaluate(key, members, now_s, limits, idle=idle)
         if isinstance(ready, _Ready):
             if best is None or ready.rank > best.rank:
                 best = ready
@@ -128,16 +140,17 @@ def plan_batch(
 
 
 def _evaluate(
-    key: BatchKey, members: list[QueuedRequest], now_s: float, limits: BatchLimits
+    key: BatchKey, members: list[QueuedRequest], now_s: float, limits: BatchLimits, *, idle: bool
 ) -> _Ready | float:
-    """The batch this group would run now, or the time it becomes ready."""
+    """The batch this group would run now, or the time it becomes ready. ``idle``: nothing of the
+    model runs, so nothing is gained by waiting."""
     first = members[0]
     if any(m.priority != first.priority for m in members):
         members = sorted(members, key=lambda m: -m.priority)  # stable: arrival order within a level
     head = members[0]
     rank = (head.priority, -head.arrival_s)
     pending = sum(m.rows for m in members)
-    if pending >= limits.max_batch_size or now_s >= first.arrival_s + limits.max_queue_delay_s:
+    if idle or pending >= limits.max_batch_size or now_s >= first.arrival_s + limits.max_queue_delay_s:
         ids, rows = _take(members, limits.max_batch_size)
         return _Ready(rank, key, ids, rows)
     for size in reversed(limits.preferred):
