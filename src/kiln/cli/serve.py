@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
-from kiln.errors import ConfigError, KilnError
+from kiln.errors import ConfigError, KilnError, describe
 from kiln.server.config import ServerConfig, server_config
 
 if TYPE_CHECKING:
+    from kiln.online.loop import OnlineGateConfig
     from kiln.server.serve import RunningServer
 
 _FIELD_HELP = {
@@ -63,6 +64,23 @@ def serve_command(
     ledger: Annotated[
         Path | None, typer.Option(help="Usage ledger (SQLite). Default: REPO/.kiln/usage.sqlite.")
     ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feedback store (SQLite) for the online loop: the feedback endpoints write to it and "
+            "every new version must pass the holdout gate on it before it is built and served."
+        ),
+    ] = None,
+    max_auc_drop: Annotated[
+        float,
+        typer.Option(
+            help="With --feedback: reject a version whose holdout AUC is this far below the better "
+            "of the serving and the first served version's."
+        ),
+    ] = 0.01,
+    holdout_size: Annotated[
+        int, typer.Option(help="With --feedback: the newest holdout events the gate scores.")
+    ] = 2000,
 ) -> None:
     """Serve a model repository: KServe v2 REST and gRPC, Prometheus metrics on /metrics, new
     versions picked up and hot-swapped while serving."""
@@ -85,7 +103,10 @@ def serve_command(
             "build_in": build_in,
             "cache_dir": cache_dir,
         }
-        drained = run_server(repo, config, options, ledger=ledger, on_started=print_banner)
+        online = online_config(max_auc_drop, holdout_size) if feedback is not None else None
+        drained = run_server(
+            repo, config, options, ledger=ledger, on_started=print_banner, feedback=feedback, online=online
+        )
     except ConfigError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -97,6 +118,17 @@ def serve_command(
         raise typer.Exit(1)
 
 
+def online_config(max_auc_drop: float, holdout_size: int) -> OnlineGateConfig:
+    """The serving gate's settings; ``ConfigError`` naming a value out of range."""
+    from kiln.online.loop import OnlineGateConfig  # noqa: PLC0415
+
+    if not 0.0 <= max_auc_drop <= 1.0:
+        raise ConfigError(describe("--max-auc-drop is out of range", seen=max_auc_drop, fix="use 0..1"))
+    if not 1 <= holdout_size <= 1_000_000:
+        raise ConfigError(describe("--holdout-size is out of range", seen=holdout_size, fix="use 1..1000000"))
+    return OnlineGateConfig(max_auc_drop=max_auc_drop, holdout_size=holdout_size)
+
+
 def run_server(
     repo: Path,
     config: ServerConfig,
@@ -104,11 +136,21 @@ def run_server(
     *,
     ledger: Path | None,
     on_started: Callable[[RunningServer], None],
+    feedback: Path | None = None,
+    online: OnlineGateConfig | None = None,
 ) -> bool:
     """Serve ``repo`` until SIGTERM/SIGINT (the server stack loads only here)."""
     from kiln.server.serve import serve_repository  # noqa: PLC0415
 
-    return serve_repository(repo, config, ledger=ledger, repository=options, on_started=on_started)
+    return serve_repository(
+        repo,
+        config,
+        ledger=ledger,
+        repository=options,
+        on_started=on_started,
+        feedback=feedback,
+        online=online,
+    )
 
 
 def print_banner(server: RunningServer, then: Callable[[RunningServer], None] | None = None) -> None:
