@@ -81,6 +81,9 @@ def serve_command(
     holdout_size: Annotated[
         int, typer.Option(help="With --feedback: the newest holdout events the gate scores.")
     ] = 2000,
+    min_holdout: Annotated[
+        int, typer.Option(help="With --feedback: fewer holdout events than this: finite check only.")
+    ] = 200,
 ) -> None:
     """Serve a model repository: KServe v2 REST and gRPC, Prometheus metrics on /metrics, new
     versions picked up and hot-swapped while serving."""
@@ -103,7 +106,7 @@ def serve_command(
             "build_in": build_in,
             "cache_dir": cache_dir,
         }
-        online = online_config(max_auc_drop, holdout_size) if feedback is not None else None
+        online = online_config(max_auc_drop, holdout_size, min_holdout) if feedback is not None else None
         drained = run_server(
             repo, config, options, ledger=ledger, on_started=print_banner, feedback=feedback, online=online
         )
@@ -118,7 +121,7 @@ def serve_command(
         raise typer.Exit(1)
 
 
-def online_config(max_auc_drop: float, holdout_size: int) -> OnlineGateConfig:
+def online_config(max_auc_drop: float, holdout_size: int, min_holdout: int) -> OnlineGateConfig:
     """The serving gate's settings; ``ConfigError`` naming a value out of range."""
     from kiln.online.loop import OnlineGateConfig  # noqa: PLC0415
 
@@ -126,7 +129,11 @@ def online_config(max_auc_drop: float, holdout_size: int) -> OnlineGateConfig:
         raise ConfigError(describe("--max-auc-drop is out of range", seen=max_auc_drop, fix="use 0..1"))
     if not 1 <= holdout_size <= 1_000_000:
         raise ConfigError(describe("--holdout-size is out of range", seen=holdout_size, fix="use 1..1000000"))
-    return OnlineGateConfig(max_auc_drop=max_auc_drop, holdout_size=holdout_size)
+    if not 0 <= min_holdout <= holdout_size:
+        raise ConfigError(
+            describe("--min-holdout must be in 0..--holdout-size", seen=(min_holdout, holdout_size))
+        )
+    return OnlineGateConfig(max_auc_drop=max_auc_drop, holdout_size=holdout_size, min_holdout=min_holdout)
 
 
 def run_server(

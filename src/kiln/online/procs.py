@@ -35,13 +35,15 @@ class Child:
     _queue: queue.Queue[str] = field(default_factory=queue.Queue)
 
     @classmethod
-    def start(cls, name: str, args: list[str], *, log: Path | None = None) -> Child:
+    def start(
+        cls, name: str, args: list[str], *, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> Child:
         process = subprocess.Popen(
             [*KILN, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         child = cls(name, process)
         threading.Thread(target=child._read, args=(log,), name=f"{name}-output", daemon=True).start()
@@ -123,6 +125,7 @@ def start_server(
     cache: Path,
     *,
     max_auc_drop: float = 0.01,
+    min_holdout: int = 200,
     poll_interval_s: float = 0.1,
     build_in: str = "process",
     log: Path | None = None,
@@ -131,6 +134,7 @@ def start_server(
     """Start ``kiln serve`` on free loopback ports; returns once it listens (not yet ready)."""
     args = ["serve", str(repo), "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"]
     args += ["--feedback", str(feedback), "--max-auc-drop", str(max_auc_drop), "--cache-dir", str(cache)]
+    args += ["--min-holdout", str(min_holdout)]
     args += ["--poll-interval-s", str(poll_interval_s), "--settle-s", "0", "--build-in", build_in, *extra]
     child = Child.start("kiln serve", args, log=log)
     banner = child.wait_line(r"kiln serving: HTTP http://([\d.]+:\d+)")
@@ -149,12 +153,14 @@ def start_trainer(
     learning_rate: float = 1e-3,
     embedding_learning_rate: float = 1e-2,
     batch_size: int = 256,
+    threads: int = 1,
     log: Path | None = None,
 ) -> Child:
-    """Start ``kiln train`` on ``repo``'s ``ctr`` model."""
+    """Start ``kiln train`` on ``repo``'s ``ctr`` model (torch on ``threads`` threads, so that it
+    leaves the other cores to the server)."""
     args = ["train", str(repo), "--model", "ctr", "--feedback", str(feedback)]
     args += ["--every-samples", str(every_samples), "--every-s", str(every_s)]
     args += ["--read-events", str(read_events), "--max-auc-drop", str(max_auc_drop)]
     args += ["--learning-rate", str(learning_rate), "--embedding-learning-rate", str(embedding_learning_rate)]
     args += ["--batch-size", str(batch_size)]
-    return Child.start("kiln train", args, log=log)
+    return Child.start("kiln train", args, log=log, env={"OMP_NUM_THREADS": str(threads)})

@@ -40,6 +40,9 @@ class LoopConfig:
         drift_from / drift_to: the users' interests drift linearly between these fractions of
             the run (0 before, 1 after).
         strength: the drift's logit shift per drifting table (``ClickWorld.strength``).
+        min_holdout: the server gate compares AUCs from this many holdout events on.
+        learning_rate / embedding_learning_rate / batch_size: the trainer's Adam settings
+            (faster than ``kiln train``'s defaults, so that a short run follows the drift).
         seed: seeds the clients' traffic.
     """
 
@@ -50,9 +53,13 @@ class LoopConfig:
     every_s: float = 2.0
     every_samples: int = 100_000
     max_auc_drop: float = 0.01
-    drift_from: float = 0.15
-    drift_to: float = 0.4
-    strength: float = 1.5
+    drift_from: float = 0.05
+    drift_to: float = 0.3
+    strength: float = 3.0
+    min_holdout: int = 100
+    learning_rate: float = 1e-3
+    embedding_learning_rate: float = 2e-2
+    batch_size: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,7 +120,12 @@ def run_loop(
     say = progress or (lambda _f, _m: None)
     say(0.0, "starting kiln serve")
     server = start_server(
-        repo, feedback, work / "cache", max_auc_drop=config.max_auc_drop, log=work / "serve.log"
+        repo,
+        feedback,
+        work / "cache",
+        max_auc_drop=config.max_auc_drop,
+        min_holdout=config.min_holdout,
+        log=work / "serve.log",
     )
     trainer = None
     traffic: Traffic | None = None
@@ -126,6 +138,9 @@ def run_loop(
             every_samples=config.every_samples,
             every_s=config.every_s,
             max_auc_drop=config.max_auc_drop,
+            learning_rate=config.learning_rate,
+            embedding_learning_rate=config.embedding_learning_rate,
+            batch_size=config.batch_size,
             log=work / "train.log",
         )
         traffic = Traffic(
