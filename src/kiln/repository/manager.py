@@ -6,7 +6,9 @@ decides: scans the folder (in a thread), builds engines through a :class:`~kiln.
 control threads load, warm up, check and swap), and unloads removed versions. Nothing here blocks
 the loop: every call returns at once and the work goes on in tasks. It reports engine builds and
 loads to ``/metrics`` (:class:`~kiln.server.metrics_events.BuildMetrics`-like ``metrics``) and each
-loaded engine's efficiency factor to metering (:class:`~kiln.metering.EfficiencyTable`).
+loaded engine's efficiency factor to metering (:class:`~kiln.metering.EfficiencyTable`). Its
+:class:`~kiln.repository.hooks.VersionHooks` check each version before its build (a rejected version
+is FAILED and never built) and hear when one serves or fails.
 """
 
 from __future__ import annotations
