@@ -46,6 +46,12 @@ def journal(repo: Path, outcome: str) -> list[str]:
     return [line["version"] for line in read_journal(journal_path(repo, "ctr")) if line["outcome"] == outcome]
 
 
+def learned(repo: Path) -> float:
+    """The highest feedback offset a serving version learned up to."""
+    lines = read_journal(journal_path(repo, "ctr"))
+    return max((line.get("offset") or 0 for line in lines if line["outcome"] == "serving"), default=0)
+
+
 def index(server: ServerChild) -> dict[str, tuple[str, str]]:
     entries = httpx.post(f"http://{server.http_url}/v2/repository/index", json={}, timeout=10).json()
     return {e["version"]: (e["state"], e.get("reason", "")) for e in entries if e["name"] == "ctr"}
@@ -97,7 +103,7 @@ def loop(
 
 
 def test_hot_swaps_under_load_reject_nan_and_follow_the_drift(tmp_path: Path) -> None:
-    world = ClickWorld(size="tiny", strength=1.5)
+    world = ClickWorld(size="tiny", strength=3.0)
     with loop(tmp_path, every_samples=100_000, read_events=4096, history=world) as (repo, server, trainer):
         traffic = Traffic(server.http_url, world, rate_per_s=150, clients=3, drift=lambda _: 1.0).start()
         try:
@@ -112,6 +118,7 @@ def test_hot_swaps_under_load_reject_nan_and_follow_the_drift(tmp_path: Path) ->
                 60,
                 "two swaps after the NaN version",
             )
+            wait_for(lambda: learned(repo) >= 20_000, 60, "a version serving that learned the history")
             state, reason = index(server)[broken.version]
         finally:
             traffic.stop()
