@@ -114,6 +114,7 @@ def run_step(root: Path, step: DemoStep, size: Size, cache: Path, console: Conso
 
 
 def demo_command(
+    ctx: typer.Context,
     *,
     work_dir: Annotated[
         Path, typer.Option("--dir", help="Work folder: models, samples, engine cache.")
@@ -134,7 +135,9 @@ def demo_command(
     """Generate the example models, build their engines (fp32, int8, and an int8 weight-only
     update) through the engine cache and print the build report; then write the example model
     repository (WORK/repo) and serve it over KServe v2 HTTP and gRPC until Ctrl-C (--no-serve: stop
-    after writing it)."""
+    after writing it). `kiln demo online`: the online-learning loop instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     names = list(only or EXAMPLES)
     run_guarded(partial(_check_names, names), as_json=as_json)
     cache = work_dir / "engines"

@@ -10,6 +10,7 @@ from kiln.cli.bench import bench
 from kiln.cli.build import build_command
 from kiln.cli.cache import app as cache_app
 from kiln.cli.demo import demo_command
+from kiln.cli.demo_online import online_command
 from kiln.cli.gate import gate_command
 from kiln.cli.repo import app as repo_app
 from kiln.cli.serve import serve_command
@@ -31,8 +32,17 @@ def setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log kiln'
     configure_logging(verbose=verbose)
 
 
+demo_app = typer.Typer(
+    name="demo",
+    add_completion=False,
+    rich_markup_mode="markdown",
+    help="The main demo, or `kiln demo online`.",
+)
+demo_app.callback(invoke_without_command=True)(demo_command)
+demo_app.command("online")(online_command)
+
 app.command("build")(build_command)
-app.command("demo")(demo_command)
+app.add_typer(demo_app, name="demo")
 app.add_typer(cache_app, name="cache")
 app.command("serve")(serve_command)
 app.add_typer(repo_app, name="repo")

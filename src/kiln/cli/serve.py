@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
-from kiln.errors import ConfigError, KilnError
+from kiln.errors import ConfigError, KilnError, describe
 from kiln.server.config import ServerConfig, server_config
 
 if TYPE_CHECKING:
+    from kiln.online.loop import OnlineGateConfig
     from kiln.server.serve import RunningServer
 
 _FIELD_HELP = {
@@ -63,6 +64,26 @@ def serve_command(
     ledger: Annotated[
         Path | None, typer.Option(help="Usage ledger (SQLite). Default: REPO/.kiln/usage.sqlite.")
     ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feedback store (SQLite) for the online loop: the feedback endpoints write to it and "
+            "every new version must pass the holdout gate on it before it is built and served."
+        ),
+    ] = None,
+    max_auc_drop: Annotated[
+        float,
+        typer.Option(
+            help="With --feedback: reject a version whose holdout AUC is this far below the better "
+            "of the serving and the first served version's."
+        ),
+    ] = 0.01,
+    holdout_size: Annotated[
+        int, typer.Option(help="With --feedback: the newest holdout events the gate scores.")
+    ] = 2000,
+    min_holdout: Annotated[
+        int, typer.Option(help="With --feedback: fewer holdout events than this: finite check only.")
+    ] = 200,
 ) -> None:
     """Serve a model repository: KServe v2 REST and gRPC, Prometheus metrics on /metrics, new
     versions picked up and hot-swapped while serving."""
@@ -86,11 +107,23 @@ def serve_command(
             "cache_dir": cache_dir,
         }
         if config.workers > 1:
+            if feedback is not None:
+                raise ConfigError(
+                    describe(
+                        "--feedback runs the online loop's gate and journal in one process; it "
+                        "cannot be combined with several workers",
+                        seen=f"--workers {config.workers} --feedback {feedback}",
+                        fix="serve the online loop with --workers 1",
+                    )
+                )
             code = run_workers(repo, config, options, ledger=ledger)
             if code != 0:
                 raise typer.Exit(code)
             return
-        drained = run_server(repo, config, options, ledger=ledger, on_started=print_banner)
+        online = online_config(max_auc_drop, holdout_size, min_holdout) if feedback is not None else None
+        drained = run_server(
+            repo, config, options, ledger=ledger, on_started=print_banner, feedback=feedback, online=online
+        )
     except ConfigError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -102,6 +135,21 @@ def serve_command(
         raise typer.Exit(1)
 
 
+def online_config(max_auc_drop: float, holdout_size: int, min_holdout: int) -> OnlineGateConfig:
+    """The serving gate's settings; ``ConfigError`` naming a value out of range."""
+    from kiln.online.loop import OnlineGateConfig  # noqa: PLC0415
+
+    if not 0.0 <= max_auc_drop <= 1.0:
+        raise ConfigError(describe("--max-auc-drop is out of range", seen=max_auc_drop, fix="use 0..1"))
+    if not 1 <= holdout_size <= 1_000_000:
+        raise ConfigError(describe("--holdout-size is out of range", seen=holdout_size, fix="use 1..1000000"))
+    if not 0 <= min_holdout <= holdout_size:
+        raise ConfigError(
+            describe("--min-holdout must be in 0..--holdout-size", seen=(min_holdout, holdout_size))
+        )
+    return OnlineGateConfig(max_auc_drop=max_auc_drop, holdout_size=holdout_size, min_holdout=min_holdout)
+
+
 def run_server(
     repo: Path,
     config: ServerConfig,
@@ -109,11 +157,21 @@ def run_server(
     *,
     ledger: Path | None,
     on_started: Callable[[RunningServer], None],
+    feedback: Path | None = None,
+    online: OnlineGateConfig | None = None,
 ) -> bool:
     """Serve ``repo`` until SIGTERM/SIGINT (the server stack loads only here)."""
     from kiln.server.serve import serve_repository  # noqa: PLC0415
 
-    return serve_repository(repo, config, ledger=ledger, repository=options, on_started=on_started)
+    return serve_repository(
+        repo,
+        config,
+        ledger=ledger,
+        repository=options,
+        on_started=on_started,
+        feedback=feedback,
+        online=online,
+    )
 
 
 def run_workers(repo: Path, config: ServerConfig, options: dict[str, object], *, ledger: Path | None) -> int:

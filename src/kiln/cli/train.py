@@ -28,6 +28,10 @@ def train_command(
         float, typer.Option(help="Export after this many seconds (when anything is new).")
     ] = 10.0,
     batch_size: Annotated[int, typer.Option(help="Samples per Adam step.")] = 256,
+    learning_rate: Annotated[float, typer.Option(help="Adam step size of the dense layers.")] = 1e-3,
+    embedding_learning_rate: Annotated[
+        float, typer.Option(help="Sparse Adam step size of the embedding rows.")
+    ] = 1e-2,
     max_auc_drop: Annotated[
         float, typer.Option(help="Reject a candidate this far below the live holdout AUC.")
     ] = 0.01,
@@ -36,6 +40,13 @@ def train_command(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
 ) -> None:
     """Consume feedback from the last committed offset, train with Adam, publish gated versions."""
+    for name, rate in (
+        ("--learning-rate", learning_rate),
+        ("--embedding-learning-rate", embedding_learning_rate),
+    ):
+        if not 0.0 < rate <= 1.0:
+            typer.echo(f"{name} must be in (0, 1] (seen: {rate}); try 1e-3", err=True)
+            raise typer.Exit(2)
     try:
         from prometheus_client import REGISTRY, start_http_server  # noqa: PLC0415
 
@@ -50,6 +61,8 @@ def train_command(
         model=model,
         feedback=feedback or repo / ".kiln" / "feedback.db",
         batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_learning_rate=embedding_learning_rate,
         policy=ExportPolicy(every_samples=every_samples, every_s=every_s),
         max_auc_drop=max_auc_drop,
         read_events=read_events,

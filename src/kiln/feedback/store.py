@@ -58,6 +58,10 @@ WHERE e.model = ? AND e.offset > ? {labelled}
 ORDER BY e.offset LIMIT ?
 """
 
+_HOLDOUT = """
+SELECT * FROM ({select} ORDER BY e.offset DESC LIMIT ?) ORDER BY offset
+"""
+
 BUSY_TIMEOUT_S = 30.0
 
 
@@ -135,6 +139,18 @@ class FeedbackStore:
         sql = _READ.format(labelled="AND e.label IS NOT NULL" if labelled_only else "")
         with self._lock:
             rows = self._db.execute(sql, (model, after, limit)).fetchall()
+        return [_stored(row) for row in rows]
+
+    def read_holdout(self, model: str, *, every: int, limit: int) -> list[StoredEvent]:
+        """The newest ``limit`` labelled events of ``model`` whose offset is a multiple of ``every``
+        (the trainer's holdout: it never learns from them), oldest first."""
+        where = "WHERE e.model = ? AND e.offset > ? AND e.label IS NOT NULL AND e.offset % ? = 0"
+        select = _READ.replace("WHERE e.model = ? AND e.offset > ? {labelled}", where)
+        select = select.replace("ORDER BY e.offset LIMIT ?", "")
+        with self._lock:
+            rows = self._db.execute(
+                _HOLDOUT.format(select=select), (model, 0, max(every, 1), limit)
+            ).fetchall()
         return [_stored(row) for row in rows]
 
     def commit(self, consumer: str, offset: int) -> None:

@@ -8,7 +8,8 @@ watched for new versions that are built through the engine cache and hot-swapped
 * :mod:`~kiln.repository.reconcile` — what to build, load and unload (pure decisions);
 * :mod:`~kiln.repository.build` — builds in a niced worker process;
 * :mod:`~kiln.repository.manager` — the driver, the server's ``ModelControl``
-  (:mod:`~kiln.repository.options`: how it watches and builds);
+  (:mod:`~kiln.repository.options`: how it watches and builds; :mod:`~kiln.repository.hooks`:
+  a check before each build and callbacks when a version serves or fails);
 * :mod:`~kiln.repository.publish` — writing a new version atomically.
 
 See ``docs/repository.md``.
@@ -25,6 +26,7 @@ from kiln.repository.config import DEFAULT_CONFIG, ModelRepoConfig, parse_model_
 from kiln.repository.control import IndexEntry, ModelControl, RepositoryService
 from kiln.repository.convert import build_spec, fallback_spec, runtime_config
 from kiln.repository.diff import ChangeKind, RepoChange, diff
+from kiln.repository.hooks import NoHooks, ServingVersion, VersionHooks, VersionVerdict
 from kiln.repository.manager import RepositoryManager
 from kiln.repository.options import RepositoryOptions
 from kiln.repository.scan import RepoScan, read_repository, scan_repository, settle
@@ -36,13 +38,14 @@ def create_repository(path: Path, runtime: Runtime, **settings: Any) -> Reposito
 
     ``settings`` are :class:`RepositoryOptions` fields (``poll_interval_s=0.5``...) or the
     manager's keyword arguments (``options``, ``builder``, ``metrics``, ``efficiency``, ``loader``,
-    ``clock``). ``ConfigError`` for an out-of-range option or a ``path`` that is not a folder.
+    ``clock``, ``hooks``: a :class:`VersionHooks`). ``ConfigError`` for an out-of-range option or
+    a ``path`` that is not a folder.
     """
     if not Path(path).is_dir():
         raise ConfigError(
             describe("the model repository is not a folder", seen=str(path), fix="give a folder")
         )
-    keywords = {"options", "builder", "metrics", "efficiency", "loader", "clock"}
+    keywords = {"options", "builder", "metrics", "efficiency", "loader", "clock", "hooks"}
     manager_args = {k: v for k, v in settings.items() if k in keywords}
     option_args = {k: v for k, v in settings.items() if k not in keywords}
     if option_args:
@@ -64,13 +67,17 @@ __all__ = [
     "IndexEntry",
     "ModelControl",
     "ModelRepoConfig",
+    "NoHooks",
     "ProcessBuilder",
     "RepoChange",
     "RepoScan",
     "RepositoryManager",
     "RepositoryOptions",
     "RepositoryService",
+    "ServingVersion",
     "ThreadBuilder",
+    "VersionHooks",
+    "VersionVerdict",
     "build_spec",
     "create_repository",
     "diff",

@@ -6,7 +6,9 @@ decides: scans the folder (in a thread), builds engines through a :class:`~kiln.
 control threads load, warm up, check and swap), and unloads removed versions. Nothing here blocks
 the loop: every call returns at once and the work goes on in tasks. It reports engine builds and
 loads to ``/metrics`` (:class:`~kiln.server.metrics_events.BuildMetrics`-like ``metrics``) and each
-loaded engine's efficiency factor to metering (:class:`~kiln.metering.EfficiencyTable`).
+loaded engine's efficiency factor to metering (:class:`~kiln.metering.EfficiencyTable`). Its
+:class:`~kiln.repository.hooks.VersionHooks` check each version before its build (a rejected version
+is FAILED and never built) and hear when one serves or fails.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from kiln.repository.build import Builder, BuildJob, BuildOutcome, create_builde
 from kiln.repository.control import IndexEntry
 from kiln.repository.convert import build_spec, fallback_spec, runtime_config, sample_dirs
 from kiln.repository.diff import diff
+from kiln.repository.hooks import NoHooks, ServingVersion, VersionHooks, VersionVerdict
 from kiln.repository.layout import MODEL_FILE
 from kiln.repository.options import BuildEvents, EngineLoader, RepositoryOptions
 from kiln.repository.reconcile import Build, Reconciler, Unload
@@ -60,8 +63,10 @@ class RepositoryManager:
         efficiency: EfficiencyTable | None = None,
         loader: EngineLoader | None = None,
         clock: Clock | None = None,
+        hooks: VersionHooks | None = None,
     ) -> None:
         self.root = root
+        self.hooks: VersionHooks = hooks or NoHooks()
         self.runtime = runtime
         self.options = options or RepositoryOptions()
         opts = self.options
@@ -78,6 +83,7 @@ class RepositoryManager:
         self.scan: RepoScan | None = None
         self._outcomes: dict[tuple[str, str, str], BuildOutcome] = {}
         self._started_s: dict[tuple[str, str, str], float] = {}
+        self._check_s: dict[tuple[str, str, str], float] = {}
         self._registered: dict[str, object] = {}
         self._paths: dict[tuple[str, str], str] = {}
         self._priced: set[tuple[str, str]] = set()
@@ -215,13 +221,19 @@ class RepositoryManager:
 
     async def _build(self, action: Build) -> None:
         key = (action.model, action.version, action.target)
+        checked = self.clock.now()
+        verdict = await asyncio.to_thread(self._before_build, action)
         self._started_s[key] = self.clock.now()
-        try:
-            job = self._job(action)
-        except KilnError as exc:
-            outcome = BuildOutcome(_no_job(action), None, None, 0.0, error=f"build failed: {exc}")
+        self._check_s[key] = self._started_s[key] - checked
+        if not verdict.accept:
+            outcome = BuildOutcome(_no_job(action), None, None, 0.0, error=f"rejected: {verdict.reason}")
         else:
-            outcome = await asyncio.wrap_future(self.builder.submit(job))
+            try:
+                job = self._job(action)
+            except KilnError as exc:
+                outcome = BuildOutcome(_no_job(action), None, None, 0.0, error=f"build failed: {exc}")
+            else:
+                outcome = await asyncio.wrap_future(self.builder.submit(job))
         self._report_build(action, outcome)
         with self._lock:
             load = self.reconciler.build_done(
@@ -231,7 +243,21 @@ class RepositoryManager:
             await self._load(action, outcome)
         else:
             self._started_s.pop(key, None)
+            self._check_s.pop(key, None)
+            if outcome.error is not None:
+                await asyncio.to_thread(self.hooks.on_failed, action.model, action.version, outcome.error)
         self._reconcile()
+
+    def _before_build(self, action: Build) -> VersionVerdict:
+        """The hooks' verdict on a version about to be built; a hook that raises rejects it (a
+        version nobody could check never serves)."""
+        try:
+            return self.hooks.before_build(
+                action.model, action.version, self.root / action.model / action.version
+            )
+        except Exception as exc:
+            log.exception("the check of %s/%s failed", action.model, action.version)
+            return VersionVerdict(False, f"the version check failed: {type(exc).__name__}: {exc}")
 
     def _job(self, action: Build) -> BuildJob:
         config = self.reconciler.config(action.model)
@@ -281,6 +307,7 @@ class RepositoryManager:
         except KilnError as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
         seconds = self.clock.now() - self._started_s.pop((model, version, target), self.clock.now())
+        check_s = self._check_s.pop((model, version, target), 0.0)
         if ok:
             reason = f"{outcome.summary()}; ready {seconds:.2f} s after its build started"
             self._paths[(model, version)] = outcome.primary.path
@@ -290,6 +317,19 @@ class RepositoryManager:
             log.error("%s/%s not served: %s", model, version, reason)
         with self._lock:
             self.reconciler.load_done(model, version, target, ok=ok, reason=reason)
+        if ok:
+            event = ServingVersion(
+                model,
+                version,
+                self.root / model / version,
+                outcome.primary.path,
+                outcome.primary.build_seconds,
+                seconds,
+                check_s,
+            )
+            await asyncio.to_thread(self.hooks.on_serving, event)
+        else:
+            await asyncio.to_thread(self.hooks.on_failed, model, version, reason)
 
     def _loaded(self, model: str, version: str, artifact: EngineArtifact, seconds: float) -> None:
         log.info("%s/%s is READY (%.2f s from the start of its build)", model, version, seconds)

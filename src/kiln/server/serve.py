@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from grpc import aio
 from starlette.types import ASGIApp
@@ -37,6 +37,11 @@ from kiln.server.core import ServerCore, Unsupported
 from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.app import create_app
 from kiln.server.listeners import STARTUP_TIMEOUT_S, QuietUvicorn, client_host, start_grpc, start_http
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from kiln.online.loop import OnlineGateConfig, OnlineHooks
 
 log = logging.getLogger("kiln.server")
 T = TypeVar("T")
@@ -325,6 +330,8 @@ def serve_repository(
     repository: Mapping[str, Any] | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
     worker: int | None = None,
+    feedback: Path | None = None,
+    online: OnlineGateConfig | None = None,
 ) -> bool:
     """``kiln serve REPO``: a runtime, the repository at ``path`` driving it, metrics and metering,
     and :func:`serve` on uvloop until SIGTERM/SIGINT. Returns whether every in-flight request finished.
@@ -336,6 +343,10 @@ def serve_repository(
     :class:`~kiln.repository.RepositoryOptions` fields (``poll_interval_s``, ``cache_dir``...).
     ``/metrics`` serves :class:`~kiln.server.metrics.ServerMetrics` (runtime, builds and loads,
     metered usage, GPU, process).
+
+    ``feedback`` (a SQLite file) turns on the online loop: the feedback endpoints append to that
+    store, and every new version passes the serving gate (``online``: holdout AUC, finite outputs)
+    before it is built, with its journal and ``kiln_online_*`` metrics (see ``docs/online.md``).
     """
     from prometheus_client.registry import Collector  # noqa: PLC0415
 
@@ -360,9 +371,14 @@ def serve_repository(
         runtime = Runtime()
         label = None if worker is None else str(worker)
         metrics = ServerMetrics(runtime, usage=metering, gpu="auto", worker=label)
+        store = FeedbackStore(feedback) if feedback is not None else None
+        gate_store = FeedbackStore(feedback) if feedback is not None else None
+        settings = dict(repository or {})
+        if gate_store is not None:
+            settings["hooks"] = _online_hooks(path, gate_store, online, metrics.registry)
         try:
             control = create_repository(
-                path, runtime, metrics=metrics.builds, efficiency=efficiency, **dict(repository or {})
+                path, runtime, metrics=metrics.builds, efficiency=efficiency, **settings
             )
             metrics.register(cast(Collector, RepositoryCollector(control)))
             if isinstance(control, RepositoryService):
@@ -376,6 +392,7 @@ def serve_repository(
                     metrics_app=create_metrics_app(metrics),
                     on_started=on_started,
                     listen_when_ready=worker is not None,
+                    feedback=store,
                 )
             finally:
                 if isinstance(control, RepositoryService):
@@ -384,12 +401,24 @@ def serve_repository(
             await runtime.aclose()
             if metering is not None:
                 metering.close()
+            for opened in (store, gate_store):
+                if opened is not None:
+                    opened.close()
 
     loop = new_event_loop()
     try:
         return loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def _online_hooks(
+    repo: Path, store: FeedbackStore, config: OnlineGateConfig | None, registry: CollectorRegistry
+) -> OnlineHooks:
+    from kiln.online.loop import OnlineHooks  # noqa: PLC0415
+    from kiln.online.metrics import ServingLoopMetrics  # noqa: PLC0415
+
+    return OnlineHooks(repo, store, config, metrics=ServingLoopMetrics(registry))
 
 
 def default_ledger(repository: Path) -> Path:

@@ -66,3 +66,13 @@ def test_unwritable_path_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match="cannot open the feedback store"):
         FeedbackStore(blocker / "fb.db")
+
+
+def test_the_holdout_is_the_newest_labelled_events_at_multiples_of_every(tmp_path: Path) -> None:
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        store.append([_event(float(i % 2), x=[float(i)]) for i in range(1, 41)])
+        store.append([_event(None, "r", x=[7.0]), _event(1, "other", model="m", x=[1.0])])  # 41, 42
+        store.append([_event(None, "q", x=[9.0])] * 7 + [_event(1, "q")])  # 43..50: a joined label at 50
+        holdout = store.read_holdout("ctr", every=10, limit=3)
+    assert [e.offset for e in holdout] == [30, 40, 50]
+    assert holdout[-1].event.features == {"x": [9.0]}
