@@ -248,7 +248,9 @@ def _value(
 ) -> tuple[Array, int]:
     kind = entry.get("kind")
     if kind == "carried":
-        return np.asarray(weights[str(entry["source"])]).astype(old.dtype), 0
+        value = np.asarray(weights[str(entry["source"])])
+        via = entry.get("via")
+        return (value if via is None else value.astype(np.dtype(str(via)))).astype(old.dtype), 0
     if kind == "requantized":
         dtype = np.dtype(str(entry["dtype"]))
         source = np.asarray(weights[str(entry["source"])], dtype=np.float64)

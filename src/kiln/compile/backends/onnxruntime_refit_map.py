@@ -317,9 +317,37 @@ def _classify(  # noqa: PLR0917
         return {"kind": "carried", "source": rule.source, "dtype": str(value.dtype)}
     if np.array_equal(probed, value):
         return {"kind": "pinned"}
+    cast = _cast_back(value, probed, pre, pre_probe, rules)
+    if cast is not None:
+        return cast
     if value.dtype == np.float32 and probe.indexed:
         return _gathered(name, value, probed, pre, rules, probe, result)
     raise Unmappable(f"engine initializer {name!r} depends on the weights in a way kiln cannot recompute")
+
+
+def _cast_back(
+    value: Array,
+    probed: Array,
+    pre: Mapping[str, Array],
+    pre_probe: Mapping[str, Array],
+    rules: Mapping[str, SourceRule],
+) -> dict[str, object] | None:
+    """A float16 weight that the optimizer cast back to float32 (CPU kernels without float16),
+    followed by the probe too: ``carried`` through float16."""
+    for name, rule in rules.items():
+        low = pre[name]
+        if rule.kind != "cast" or low.shape != value.shape:
+            continue
+        if np.array_equal(low.astype(value.dtype), value) and np.array_equal(
+            pre_probe[name].astype(value.dtype), probed
+        ):
+            return {
+                "kind": "carried",
+                "source": rule.source,
+                "dtype": str(value.dtype),
+                "via": str(low.dtype),
+            }
+    return None
 
 
 def _gathered(  # noqa: PLR0917

@@ -186,3 +186,25 @@ def test_external_data_engines_are_not_refittable(tmp_path: Path) -> None:
         "refittable": False,
         "reason": "the engine keeps its weights in external data",
     }
+
+
+def test_fp16_weights_cast_back_by_the_optimizer_refit(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
+    model, spec, feeds = setup_example("ctr", "fp16")
+    base = build(backend, model, spec, tmp_path / "base")
+    entries = base.manifest.extra["refit"]["entries"]  # type: ignore[index]
+    assert any(e.get("via") == "float16" for e in entries.values())  # type: ignore[union-attr]
+    new = retrained(model)
+    backend.refit(base, source_of(new), tmp_path / "refit")
+    full = build(backend, new, spec, tmp_path / "full")
+    refitted = run(tmp_path / "refit" / "engine.onnx", feeds)
+    np.testing.assert_allclose(refitted, run(full.engine_path, feeds), rtol=1e-4, atol=1e-5)
+
+
+def test_an_unmappable_engine_records_why(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
+    model, spec, _ = setup_example("cnn", "fp16")  # NCHWc re-layout of float16 weights cast back
+    base = build(backend, model, spec, tmp_path / "base")
+    record = base.manifest.extra["refit"]
+    assert record["refittable"] is False  # type: ignore[index]
+    with pytest.raises(RefitUnsupported, match="not refittable: engine initializer"):
+        backend.refit(base, source_of(retrained(model)), tmp_path / "refit")
+    assert list((tmp_path / "refit").iterdir()) == []
