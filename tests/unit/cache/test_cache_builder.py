@@ -119,7 +119,7 @@ def test_refit_failing_accuracy_rebuilds(store: EngineStore) -> None:
     backend = FakeBackend()
     obtain_engine(make_source("w1"), INT8, backend, store, verify=verify)
     report = obtain_engine(make_source("w2"), INT8, backend, store, verify=verify)
-    assert report.path == "recalibrate"
+    assert report.path == "calibration-reuse"
     assert (backend.num_refits, backend.num_builds) == (1, 2)
 
 
