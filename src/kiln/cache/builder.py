@@ -240,7 +240,8 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
     """Run ``work`` in a staging folder, verify, and commit; nothing is left behind on failure.
 
     ``base``: the entry a weight-only update starts from; a warning says when the update's error
-    is much larger than that entry's (:func:`kiln.cache.plan.regression`)."""
+    is much larger than that entry's (:func:`kiln.cache.plan.regression`), and a refit that much
+    worse fails (``AccuracyError``) so that the caller rebuilds."""
     _note(job, f"{path}: {job.source.name}")
     with job.store.staging(job.key.hex) as out:
         started = job.clock.now()
@@ -250,6 +251,10 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
         accuracy = _verify(job, out, output, base is not None, baseline)
         check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
         worse = regression(accuracy, baseline)
+        if worse is not None and path == "refit":
+            # A refit is kiln's own shortcut (stored weight scales, no optimization): one that is
+            # much worse than its base is not kept, bound or not; the rebuild decides instead.
+            raise AccuracyError(f"refit of {job.source.name}: {worse}")
         if worse is not None:
             log.warning("%s of %s: %s (max_accuracy_drop makes it recalibrate)", path, job.source.name, worse)
         return job.store.commit(out, _manifest(job, output, path, seconds, accuracy))
