@@ -148,7 +148,9 @@ class OnnxRuntimeBackend:
     ) -> RefitPlan:
         stage = "mapping the engine's weights for refits"
         _report(progress, stage, 0)
+        started = time.perf_counter()
         plan = plan_refit(model, precise, out_dir, workdir)
+        plan.record["map_seconds"] = round(time.perf_counter() - started, 4)
         _report(progress, stage, 1)
         return plan
 

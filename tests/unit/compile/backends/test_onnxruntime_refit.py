@@ -181,11 +181,9 @@ def test_external_data_engines_are_not_refittable(tmp_path: Path) -> None:
     backend = OnnxRuntimeBackend(inline_limit_bytes=0)
     model, spec, _ = setup_example("ctr", "fp32")
     base = build(backend, model, spec, tmp_path / "base")
-    assert base.manifest.extra["refit"] == {
-        "format": 1,
-        "refittable": False,
-        "reason": "the engine keeps its weights in external data",
-    }
+    record = base.manifest.extra["refit"]
+    assert record["refittable"] is False  # type: ignore[index]
+    assert record["reason"] == "the engine keeps its weights in external data"  # type: ignore[index]
 
 
 def test_fp16_weights_cast_back_by_the_optimizer_refit(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
