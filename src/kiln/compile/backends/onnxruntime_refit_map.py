@@ -363,18 +363,19 @@ def _gathered(  # noqa: PLR0917
     if not np.array_equal(index, np.rint(index)) or index.min() < 0:
         raise Unmappable(f"engine initializer {name!r} is computed from the weights, not a re-layout of them")
     flat = index.astype(np.int64).ravel()
-    sources = [
-        n for n, (first, count) in probe.indexed.items() if np.any((flat >= first) & (flat < first + count))
-    ]
-    local = np.full(flat.shape, -1, dtype=np.int64)
-    offset = 0
-    for source in sources:
-        first, count = probe.indexed[source]
-        inside = (flat >= first) & (flat < first + count)
-        local[inside] = flat[inside] - first + offset
-        offset += count
-    if np.any((flat != 0) & (local < 0)):
+    names = sorted(probe.indexed, key=lambda n: probe.indexed[n][0])
+    starts = np.array([probe.indexed[n][0] for n in names], dtype=np.int64)
+    ends = starts + np.array([probe.indexed[n][1] for n in names], dtype=np.int64)
+    read = flat != 0
+    owner = np.searchsorted(starts, flat, side="right") - 1
+    if np.any(read & ((owner < 0) | (flat >= ends[np.maximum(owner, 0)]))):
         raise Unmappable(f"engine initializer {name!r} reads outside the probed weights")
+    used = np.unique(owner[read])
+    sources = [names[i] for i in used]
+    offsets = np.zeros(len(names), dtype=np.int64)
+    offsets[used] = np.concatenate(([0], np.cumsum(ends[used] - starts[used])[:-1]))
+    local = np.where(read, flat - starts[np.maximum(owner, 0)] + offsets[np.maximum(owner, 0)], -1)
+    offset = int(np.sum(ends[used] - starts[used]))
     rebuilt = gather([pre[s] for s in sources], local, value.shape)
     if not np.array_equal(rebuilt, value):
         raise Unmappable(f"engine initializer {name!r} is not exactly a re-layout of the weights")
