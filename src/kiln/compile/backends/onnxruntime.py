@@ -200,9 +200,8 @@ class OnnxRuntimeBackend:
         out_dir.mkdir(parents=True, exist_ok=True)
         _refuse_existing(out_dir)
         started = time.perf_counter()
-        result = apply_refit(
-            record, artifact.path, tuple(sorted(manifest.files)), _onnx_model(source), out_dir
-        )
+        carried = tuple(n for n in (CALIBRATION_FILE, INDEX_FILE) if n in manifest.files)
+        result = apply_refit(record, artifact.path, carried, _onnx_model(source), out_dir)
         extra = {
             **manifest.extra,
             "refit": record,

@@ -137,8 +137,9 @@ def apply_refit(
     out_dir: Path,
 ) -> RefitResult:
     """Write ``base_dir``'s engine with ``model``'s weights into ``out_dir`` (plus copies of the
-    other files in ``base_files``). ``RefitUnsupported`` when the map is missing, says the engine
-    is not refittable, does not fit the model or the engine; nothing is left in ``out_dir`` then."""
+    files named in ``base_files``: the calibration table, the refit index). ``RefitUnsupported``
+    when the map is missing, says the engine is not refittable, or does not fit the model or the
+    engine; nothing is left in ``out_dir`` then."""
     written: list[Path] = []
     try:
         entries, unchanged = _read_record(record)
