@@ -2,8 +2,9 @@
 
 ``build`` applies the precision pass (fp32 as is; fp16/int8 through ``kiln.compile.precision``),
 stores the INT8 calibration table, then saves ONNX Runtime's fully optimized graph for this CPU as
-the engine file. ``load`` opens that file with optimization off, a thread count chosen from the
-model's work, and spinning off. See ``docs/backends.md``.
+the engine file, and records the refit map (``onnxruntime_refit``). ``refit`` writes new weights
+into a copy of that engine through the map. ``load`` opens the engine file with optimization off,
+a thread count chosen from the model's work, and spinning off. See ``docs/backends.md``.
 """
 
 from __future__ import annotations
