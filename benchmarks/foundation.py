@@ -13,8 +13,9 @@ For each example model (ctr, cnn, ranker), side by side in one process:
   them alike;
 * accuracy of the engines against the unoptimized fp32 model on an evaluation set larger than
   the build's validation set (CNN top-1 agreement, CTR AUC drop, ranker Spearman);
-* build time through the cache: a full int8 build, a cache hit, and a weight-only update (the
-  same graph with seed-1 weights), each the wall time of one ``build_engine`` call, repeated in
+* build time through the cache: a full int8 build, a cache hit, and two weight-only updates (the
+  same graph fine-tuned: its weights moved by 1 % of their spread; and the same graph with
+  seed-1 weights, unrelated to the first), each the wall time of one ``build_engine`` call, repeated in
   fresh caches.
 
 Writes ``foundation.md`` (tables) and ``foundation.json`` (every number) into ``--out``. Timings
@@ -136,6 +137,27 @@ def phases(wall_s: float, report: BuildReport) -> dict[str, float]:
     }
 
 
+def fine_tuned(model: Path, path: Path, spread: float = 0.01) -> Path:
+    """``model`` with every weight tensor moved a little (normal noise of ``spread`` x the
+    tensor's standard deviation, seeded), as a fine-tune moves it: the same structure, new
+    weights, ranges close to the old ones. One-element constants are left alone. Written once."""
+    from onnx import numpy_helper
+
+    if path.exists():
+        return path
+    source = onnx.load(str(model))
+    rng = np.random.default_rng(7)
+    for tensor in source.graph.initializer:
+        value = numpy_helper.to_array(tensor)
+        if value.dtype != np.float32 or value.size <= 1:
+            continue
+        moved = value + rng.normal(0.0, spread * float(value.std()), value.shape).astype(np.float32)
+        tensor.CopyFrom(numpy_helper.from_array(moved.astype(np.float32), tensor.name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(source, str(path))
+    return path
+
+
 def warm_up(scratch: Path) -> None:
     """One tiny int8 build, so that imports and ONNX Runtime's first-session costs are paid before
     anything is timed (a server or repository process pays them once)."""
@@ -150,15 +172,18 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
     """Full int8 build, hit and weight-only update, ``build_rounds`` times in fresh caches; the
     last round's cache is kept and its engines benchmarked."""
     spec = build_spec(name, "int8", size=settings.size, num_calibration_samples=settings.calibration_samples)
-    times: dict[str, list[float]] = {"full": [], "hit": [], "hit_and_load": [], "update": []}
-    breakdown: dict[str, list[dict[str, float]]] = {"full": [], "hit": [], "update": []}
+    times: dict[str, list[float]] = {"full": [], "hit": [], "hit_and_load": [], "tune": [], "update": []}
+    breakdown: dict[str, list[dict[str, float]]] = {"full": [], "hit": [], "tune": [], "update": []}
     paths: dict[str, str] = {}
     model, retrained = folder / f"{name}.onnx", folder / "retrained" / f"{name}.onnx"
+    tuned = fine_tuned(model, folder / "fine-tuned" / f"{name}.onnx")
+    accuracies: dict[str, object] = {}
     for round_index in range(settings.build_rounds):
         store = EngineStore(scratch / f"cache-{round_index}")
         for step, source, validation in (
             ("full", model, folder / "validation"),
             ("hit", model, folder / "validation"),
+            ("tune", tuned, folder / "validation"),
             ("update", retrained, folder / "retrained" / "validation"),
         ):
             request = BuildRequest(
@@ -168,8 +193,8 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
             times[step].append(seconds)
             breakdown[step].append(phases(seconds, report))
             paths[step] = report.path
-            if step == "update":
-                update_accuracy = report.accuracy
+            if step in ("tune", "update"):
+                accuracies[step] = report.accuracy
             if step == "full":
                 int8_report = report
             if step == "hit":
@@ -193,12 +218,14 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
         "paths": paths,
         "hit_ratio": medians["hit"] / medians["full"],
         "hit_and_load_ratio": medians["hit_and_load"] / medians["full"],
+        "tune_ratio": medians["tune"] / medians["full"],
         "update_ratio": medians["update"] / medians["full"],
         "fp32_build_s": fp32_seconds,
         "int8_artifact": str(int8_report.artifact.path),
         "fp32_artifact": str(fp32_report.artifact.path),
         "int8_build_accuracy": int8_report.accuracy,
-        "update_accuracy": update_accuracy,
+        "tune_accuracy": accuracies["tune"],
+        "update_accuracy": accuracies["update"],
     }
 
 

@@ -33,8 +33,12 @@ def test_quick_run_writes_every_table_and_number(tmp_path: Path) -> None:
             assert speed["b32_samples_per_s"] > 0
         assert set(model["accuracy"]) == {"kiln fp32", "kiln int8", "kiln int8, spinning"}
         builds = model["builds"]
-        assert builds["paths"] == {"full": "build", "hit": "hit", "update": "calibration-reuse"}
+        assert builds["paths"]["full"] == "build"
+        assert builds["paths"]["hit"] == "hit"
+        assert builds["paths"]["tune"] == "refit"
+        assert builds["paths"]["update"] in {"refit", "calibration-reuse", "recalibrate"}
         assert builds["hit_ratio"] > 0
+        assert builds["tune_ratio"] > 0
         assert builds["update_ratio"] > 0
     cnn = results["models"][1]
     assert 0.0 <= cnn["accuracy"]["kiln int8"]["top1_agreement"] <= 1.0

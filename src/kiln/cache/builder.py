@@ -134,8 +134,9 @@ def obtain_engine(
 
     Exact hit (same key, same weights): checksums verified (a corrupt entry is removed and rebuilt),
     the stored accuracy re-checked against ``spec.max_accuracy_drop``. Same key, other weights:
-    ``backend.refit`` from that entry; if the backend cannot refit, a build that reuses the entry's
-    INT8 calibration table; if that fails the accuracy check, a build that recalibrates. Miss: a
+    ``backend.refit`` from that entry; if the backend cannot refit or the refitted engine fails the
+    accuracy check, a build that reuses the entry's INT8 calibration table; if that fails the
+    accuracy check, a build that recalibrates. Miss: a
     full build. New engines pass ``verify`` (when given) before they are stored; one that fails is
     not stored and the error propagates.
 
@@ -200,8 +201,6 @@ def _serve_hit(job: _Job, artifact: EngineArtifact) -> EngineArtifact:
 
 
 def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPath]:
-    fallback: BuildPath = "recalibrate" if job.spec.precision == "int8" else "build"
-
     def refit(out: Path) -> BuildOutput:
         return job.backend.refit(base, job.source, out)
 
@@ -210,8 +209,9 @@ def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPa
     except RefitUnsupported as err:
         log.info("refit not possible (%s); rebuilding", err)
     except AccuracyError as err:
+        # A refit keeps the stored weight scales; a rebuild with the stored activation ranges
+        # quantizes the new weights on their own scales, which may be what the check wanted.
         log.warning("refitted engine failed its accuracy check (%s); rebuilding", err)
-        return _make(job, fallback, _full_build(job)), fallback
     table = _calibration_table(base)
     if table is None:
         return _make(job, "build", _full_build(job)), "build"
@@ -240,7 +240,8 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
     """Run ``work`` in a staging folder, verify, and commit; nothing is left behind on failure.
 
     ``base``: the entry a weight-only update starts from; a warning says when the update's error
-    is much larger than that entry's (:func:`kiln.cache.plan.regression`)."""
+    is much larger than that entry's (:func:`kiln.cache.plan.regression`), and a refit that much
+    worse fails (``AccuracyError``) so that the caller rebuilds."""
     _note(job, f"{path}: {job.source.name}")
     with job.store.staging(job.key.hex) as out:
         started = job.clock.now()
@@ -250,6 +251,10 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
         accuracy = _verify(job, out, output, base is not None, baseline)
         check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
         worse = regression(accuracy, baseline)
+        if worse is not None and path == "refit":
+            # A refit is kiln's own shortcut (stored weight scales, no optimization): one that is
+            # much worse than its base is not kept, bound or not; the rebuild decides instead.
+            raise AccuracyError(f"refit of {job.source.name}: {worse}")
         if worse is not None:
             log.warning("%s of %s: %s (max_accuracy_drop makes it recalibrate)", path, job.source.name, worse)
         return job.store.commit(out, _manifest(job, output, path, seconds, accuracy))

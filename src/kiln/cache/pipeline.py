@@ -137,7 +137,8 @@ class CalibrationOnDemand:
     recalibration); a hit, a refit or a build reusing a stored calibration table never reads them.
 
     ``on_build`` is told when an engine is about to be made (``update=True`` for a weight-only
-    update): the verifier starts the fp32 reference then, so that it runs during the build.
+    update, a refit included): the verifier starts the fp32 reference then, so that it runs
+    during the build.
     """
 
     def __init__(
@@ -175,6 +176,8 @@ class CalibrationOnDemand:
         )
 
     def refit(self, artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:
+        if self._on_build is not None:  # the reference starts while the engine is refitted
+            self._on_build(update=True)
         return self._backend.refit(artifact, source, out_dir)
 
 

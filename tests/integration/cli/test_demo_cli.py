@@ -25,7 +25,7 @@ def test_demo_builds_then_serves_from_the_cache(tmp_path: Path) -> None:
     assert [r["precision"] for r in rows] == ["fp32", "int8", "int8"] * 3
     assert [r["path"] for r in rows[0::3]] == ["build"] * 3
     assert [r["path"] for r in rows[1::3]] == ["build"] * 3
-    assert {r["path"] for r in rows[2::3]} <= {"calibration-reuse", "recalibrate"}
+    assert {r["path"] for r in rows[2::3]} <= {"refit", "calibration-reuse", "recalibrate"}
     assert all(r["accuracy"]["samples_from"] == "validation" for r in rows)
     assert all(r["accuracy"]["drop"] <= r["accuracy"]["max_accuracy_drop"] for r in rows[1::3])
     assert len(EngineStore(work / "engines").list_entries()) == 9

@@ -119,7 +119,7 @@ def test_refit_failing_accuracy_rebuilds(store: EngineStore) -> None:
     backend = FakeBackend()
     obtain_engine(make_source("w1"), INT8, backend, store, verify=verify)
     report = obtain_engine(make_source("w2"), INT8, backend, store, verify=verify)
-    assert report.path == "recalibrate"
+    assert report.path == "calibration-reuse"
     assert (backend.num_refits, backend.num_builds) == (1, 2)
 
 
@@ -240,6 +240,20 @@ def test_an_update_that_regresses_against_its_base_is_kept_with_a_warning(
     report = obtain_engine(make_source("w2"), spec, backend, store, verify=verify)
     assert report.path == "calibration-reuse"
     assert "over 2 x the previous engine's 0.1" in caplog.text
+
+
+def test_a_refit_that_regresses_against_its_base_falls_back_even_without_a_bound(store: EngineStore) -> None:
+    def verify(folder: Path, output: BuildOutput) -> dict[str, object]:
+        error = 0.3 if output.build_path == "refit" else 0.1
+        return {"task": "none", "drop": error, "rel_l2_error": error}
+
+    spec = dataclasses.replace(INT8, max_accuracy_drop=None)
+    backend = FakeBackend()
+    obtain_engine(make_source("w1"), spec, backend, store, verify=verify)
+    report = obtain_engine(make_source("w2"), spec, backend, store, verify=verify)
+    assert report.path == "calibration-reuse"
+    assert (backend.num_refits, backend.num_builds) == (1, 2)
+    assert temp_leftovers(store.root) == []
 
 
 class UpdateAwareVerifier:

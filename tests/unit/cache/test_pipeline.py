@@ -124,3 +124,18 @@ def test_int8_without_calibration_is_refused_up_front() -> None:
         BuildSamples(
             BuildSpec(precision="int8"), INPUTS, calibration=None, validation=None, max_check_samples=8
         )
+
+
+def test_a_refit_starts_the_reference_as_a_weight_only_update(tmp_path: Path) -> None:
+    from kiln.cache.pipeline import CalibrationOnDemand
+
+    class Refits:
+        name = "fake"
+
+        def refit(self, artifact: object, source: object, out_dir: Path) -> str:
+            return "refitted"
+
+    told: list[bool] = []
+    wrapped = CalibrationOnDemand(Refits(), None, lambda *, update: told.append(update))  # type: ignore[arg-type]
+    assert wrapped.refit(None, None, tmp_path) == "refitted"  # type: ignore[arg-type,comparison-overlap]
+    assert told == [True]

@@ -2,13 +2,15 @@
 
 ``build`` applies the precision pass (fp32 as is; fp16/int8 through ``kiln.compile.precision``),
 stores the INT8 calibration table, then saves ONNX Runtime's fully optimized graph for this CPU as
-the engine file. ``load`` opens that file with optimization off, a thread count chosen from the
-model's work, and spinning off. See ``docs/backends.md``.
+the engine file, and records the refit map (``onnxruntime_refit``). ``refit`` writes new weights
+into a copy of that engine through the map. ``load`` opens the engine file with optimization off,
+a thread count chosen from the model's work, and spinning off. See ``docs/backends.md``.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,8 @@ from kiln.compile.backends.onnxruntime_build import (
 )
 from kiln.compile.backends.onnxruntime_engine import OrtEngine
 from kiln.compile.backends.onnxruntime_ops import OrtOpSupport, cpu_op_support, max_ir_version
+from kiln.compile.backends.onnxruntime_refit import RefitPlan, apply_refit, plan_refit
+from kiln.compile.backends.onnxruntime_refit_map import INDEX_FILE
 from kiln.compile.backends.onnxruntime_session import ThreadPlan, batch_hint, plan_threads, serving_options
 from kiln.compile.backends.onnxruntime_target import BACKEND_NAME, check_target, machine_target
 from kiln.compile.data import SampleSet
@@ -122,17 +126,34 @@ class OnnxRuntimeBackend:
                 )
                 calibration_file = _save_table(precise.table, out_dir, spec)
                 engine = self._optimize(precise.model, out_dir, Path(work), progress)
+                refit = self._plan_refit(model, precise.model, out_dir, Path(work), progress)
         except BaseException:
-            for name in (ENGINE_FILE, ENGINE_DATA_FILE, CALIBRATION_FILE):
+            for name in (ENGINE_FILE, ENGINE_DATA_FILE, CALIBRATION_FILE, INDEX_FILE):
                 (out_dir / name).unlink(missing_ok=True)
             raise
         return BuildOutput(
             engine_file=ENGINE_FILE,
-            files=engine.files + ((calibration_file,) if calibration_file else ()),
+            files=engine.files + ((calibration_file,) if calibration_file else ()) + refit.files,
             build_path="calibration-reuse" if precise.reused_table else "build",
             calibration_file=calibration_file,
-            extra=self._build_facts(model, spec, precise, engine),
+            extra={**self._build_facts(model, spec, precise, engine), "refit": refit.record},
         )
+
+    def _plan_refit(
+        self,
+        model: onnx.ModelProto,
+        precise: onnx.ModelProto,
+        out_dir: Path,
+        workdir: Path,
+        progress: Progress | None,
+    ) -> RefitPlan:
+        stage = "mapping the engine's weights for refits"
+        _report(progress, stage, 0)
+        started = time.perf_counter()
+        plan = plan_refit(model, precise, out_dir, workdir)
+        plan.record["map_seconds"] = round(time.perf_counter() - started, 4)
+        _report(progress, stage, 1)
+        return plan
 
     def _optimize(
         self, model: onnx.ModelProto, out_dir: Path, workdir: Path, progress: Progress | None
@@ -159,14 +180,42 @@ class OnnxRuntimeBackend:
         }
 
     def refit(self, artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:
-        """Always ``RefitUnsupported``: the optimized graph has transformed the weights."""
-        raise RefitUnsupported(
-            describe(
-                "ONNX Runtime engines cannot be refitted: the optimized graph holds fused and "
-                "re-laid-out weights (FusedGemm, NCHWc) that no longer map to the model's initializers",
-                seen=artifact.manifest.engine_file,
-                fix="rebuild; an int8 rebuild reuses the stored calibration table, so it is fast",
+        """The stored engine graph with ``source``'s weights, through the refit map recorded at
+        build time (no optimization pass). ``RefitUnsupported`` naming why when the structure
+        changed, the engine was not mappable, or the map does not fit; nothing is left behind."""
+        manifest = artifact.manifest
+        stored = manifest.fingerprint.get("structure_hash")
+        if stored != source.fingerprint.structure_hash:
+            raise RefitUnsupported(
+                describe(
+                    "the model's structure differs from the engine's",
+                    seen=f"{source.fingerprint.structure_hash[:12]} vs {str(stored)[:12]}",
+                    fix="the engine is rebuilt instead (nothing to do)",
+                )
             )
+        record = manifest.extra.get("refit")
+        if not isinstance(record, dict):
+            raise RefitUnsupported(
+                describe("the engine has no refit map (built before kiln recorded one)", fix="rebuild it")
+            )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_existing(out_dir)
+        started = time.perf_counter()
+        carried = tuple(n for n in (CALIBRATION_FILE, INDEX_FILE) if n in manifest.files)
+        result = apply_refit(record, artifact.path, carried, _onnx_model(source), out_dir)
+        extra = {
+            **manifest.extra,
+            "refit": record,
+            "refit_clipped_values": result.clipped,
+            "refit_replaced_initializers": result.replaced,
+            "refit_seconds": round(time.perf_counter() - started, 4),
+        }
+        return BuildOutput(
+            engine_file=ENGINE_FILE,
+            files=result.files,
+            build_path="refit",
+            calibration_file=manifest.calibration_file,
+            extra=extra,
         )
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> OrtEngine:
@@ -243,7 +292,9 @@ def _onnx_model(source: ModelSource) -> onnx.ModelProto:
 
 
 def _refuse_existing(out_dir: Path) -> None:
-    present = [n for n in (ENGINE_FILE, ENGINE_DATA_FILE, CALIBRATION_FILE) if (out_dir / n).exists()]
+    present = [
+        n for n in (ENGINE_FILE, ENGINE_DATA_FILE, CALIBRATION_FILE, INDEX_FILE) if (out_dir / n).exists()
+    ]
     if present:
         raise BuildError(
             describe(
