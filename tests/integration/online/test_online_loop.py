@@ -128,6 +128,13 @@ def test_hot_swaps_under_load_reject_nan_and_follow_the_drift(tmp_path: Path) ->
     assert [e.feedback_errors for e in traffic.logs] == [[]] * 3
     served = set(journal(repo, "serving"))
     assert {a.version for a in answers} <= served  # every answer from a version that went READY
+    paths = {
+        line["version"]: line["build_path"]
+        for line in read_journal(journal_path(repo, "ctr"))
+        if line["outcome"] == "serving" and line["version"] != "1"
+    }
+    assert paths
+    assert set(paths.values()) == {"refit"}, paths  # a weight-only update is never a full build
     assert broken.version not in {a.version for a in answers}
     assert state == "FAILED"
     assert "online gate" in reason
