@@ -79,9 +79,12 @@ class OnlineHooks:
         self._gates: dict[tuple[str, str], ServingGateDecision] = {}
 
     def before_build(self, model: str, version: str, folder: Path) -> VersionVerdict:
+        started = time.perf_counter()
         with self._lock:
             decision = self._gate(model, folder)
             self._gates[(model, version)] = decision
+        if self.metrics is not None:
+            self.metrics.steps.labels(model, "check").observe(time.perf_counter() - started)
         log.info("%s/%s: %s", model, version, decision.reason)
         if not decision.accept:
             self._count(model, "rejected")
@@ -124,6 +127,8 @@ class OnlineHooks:
         self._count(event.model, "serving")
         if self.metrics is not None:
             self.metrics.builds.labels(event.model, event.path).inc()
+            self.metrics.steps.labels(event.model, "build").observe(event.build_seconds)
+            self.metrics.steps.labels(event.model, "ready").observe(event.ready_seconds)
             if "publish_to_serving_seconds" in line:
                 self.metrics.publish_to_serving.labels(event.model).observe(
                     line["publish_to_serving_seconds"]

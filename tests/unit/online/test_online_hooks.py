@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 from prometheus_client import CollectorRegistry
 
@@ -101,6 +102,10 @@ def test_gate_journal_and_metrics(tmp_path: Path) -> None:
     )
     assert registry.get_sample_value("kiln_online_builds_total", {"model": "ctr", "path": "refit"}) == 1
     assert registry.get_sample_value("kiln_online_publish_to_serving_seconds_count", {"model": "ctr"}) == 2
+    steps = "kiln_online_serving_step_seconds"
+    assert registry.get_sample_value(f"{steps}_count", {"model": "ctr", "step": "check"}) == 4
+    assert registry.get_sample_value(f"{steps}_sum", {"model": "ctr", "step": "build"}) == pytest.approx(0.7)
+    assert registry.get_sample_value(f"{steps}_sum", {"model": "ctr", "step": "ready"}) == pytest.approx(1.1)
     store.close()
 
 
