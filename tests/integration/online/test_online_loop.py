@@ -91,7 +91,8 @@ def loop(
     server = start_server(repo, feedback, tmp_path / "cache", log=tmp_path / "serve.log")
     trainer: Child | None = None
     try:
-        server.child.wait_line("kiln ready: ctr 1")
+        server.child.wait_line("kiln ready:")
+        wait_for(lambda: index(server).get("1", ("",))[0] == "READY", 120, "ctr 1 READY")
         trainer = start_trainer(
             repo, feedback, every_samples=every_samples, every_s=0.5, read_events=read_events
         )
