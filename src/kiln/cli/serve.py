@@ -211,9 +211,17 @@ async def _when_ready(server: RunningServer, then: Callable[[RunningServer], Non
         if server.core.draining:
             return
         await asyncio.sleep(READY_POLL_S)
-    control = server.core.control
-    entries = control.index(ready_only=True) if control is not None else []
-    served = ", ".join(f"{e.name} {e.version}" for e in entries) or "no models yet"
+    # What the runtime serves, the source readiness is computed from: the repository's index
+    # can still show a version LOADING for a moment after the runtime has made it READY.
+    from kiln.server.model_info import ready_versions  # noqa: PLC0415 (the server stack)
+
+    runtime = server.core.runtime
+    served = ", ".join(
+        f"{name} {version}"
+        for name in sorted(runtime.models)
+        for version in ready_versions(runtime.model(name).status())
+    )
+    served = served or "no models yet"
     print(f"kiln ready: {served}", flush=True)
     if then is not None:
         then(server)
