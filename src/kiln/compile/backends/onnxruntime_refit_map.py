@@ -279,7 +279,8 @@ def map_engine(
         if entry is not None:
             result.entries[name] = entry
             named = entry.get("sources", [entry.get("source")])
-            used.update(str(s) for s in named if s) if isinstance(named, list) else None
+            if isinstance(named, list):
+                used.update(str(s) for s in named if s)
     kept = {rules[n].source for n in probe.left}
     for name, value in arrays(source).items():
         if name not in used or name in kept:
