@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiln.feedback import StoredEvent
-from kiln.train.auc import roc_auc
+from kiln.train.gate import input_dtype, score_session
 from kiln.types import Array
 
 
@@ -37,15 +37,8 @@ class HoldoutScorer:
     def score(self, model_file: Path, events: Sequence[StoredEvent]) -> Score:
         session = self._session(model_file)
         feeds, labels = _feeds(session, events)
-        if labels is None:
-            outputs = session.run(None, _zero_row(session))
-            return Score(float("nan"), all(bool(np.isfinite(o).all()) for o in outputs), 0)
-        scores = np.asarray(session.run(None, feeds)[0], dtype=np.float64)
-        finite = bool(np.isfinite(scores).all())
-        rows = len(labels)
-        if not finite or scores.size != rows:
-            return Score(float("nan"), finite, rows)
-        return Score(roc_auc(labels, scores.reshape(-1)), True, rows)
+        auc, finite = score_session(session, feeds, labels)
+        return Score(auc, finite, 0 if labels is None else len(labels))
 
     def forget(self, keep: set[Path]) -> None:
         """Close the sessions of files not in ``keep``."""
@@ -65,16 +58,6 @@ class HoldoutScorer:
         return session
 
 
-def _dtype(onnx_type: str) -> type[np.generic]:
-    if "int64" in onnx_type:
-        return np.int64
-    if "int32" in onnx_type:
-        return np.int32
-    if "double" in onnx_type:
-        return np.float64
-    return np.float32
-
-
 def _feeds(
     session: ort.InferenceSession, events: Sequence[StoredEvent]
 ) -> tuple[dict[str, Array], Array | None]:
@@ -89,17 +72,10 @@ def _feeds(
     if not kept:
         return {}, None
     feeds = {
-        i.name: np.asarray([e.event.features[i.name] for e in kept], dtype=_dtype(i.type)).reshape(
+        i.name: np.asarray([e.event.features[i.name] for e in kept], dtype=input_dtype(i.type)).reshape(
             [len(kept), *(d if isinstance(d, int) else 1 for d in i.shape[1:])]
         )
         for i in inputs
     }
     labels = np.asarray([e.event.label for e in kept], dtype=np.float64)
     return feeds, labels
-
-
-def _zero_row(session: ort.InferenceSession) -> dict[str, Array]:
-    return {
-        i.name: np.zeros([1, *(d if isinstance(d, int) else 1 for d in i.shape[1:])], _dtype(i.type))
-        for i in session.get_inputs()
-    }
