@@ -123,8 +123,12 @@ def _refuse_location(location: str) -> str | None:
     return None
 
 
-def load_external_data(plan: ExternalPlan) -> list[Problem]:
+def load_external_data(plan: ExternalPlan, *, at_most: int | None = None) -> list[Problem]:
     """Read every planned range into its tensor (as ``raw_data``) and mark it inline.
+
+    With ``at_most``, only ranges of a known length up to that many bytes are read (small tensors
+    such as the shape inputs of ``Reshape`` or ``Expand``, which shape inference must see); the
+    others stay external for a later call, which skips what is already inline.
 
     Returns problems for files that changed since planning (a short read); tensors read so far
     stay loaded, so on problems the caller should discard the model.
@@ -133,6 +137,8 @@ def load_external_data(plan: ExternalPlan) -> list[Problem]:
     with contextlib.ExitStack() as stack:
         handles: dict[Path, BinaryIO] = {}
         for read in plan.reads:
+            if not is_external(read.tensor) or not _within(read, at_most):
+                continue
             handle = handles.get(read.file)
             if handle is None:
                 handle = handles[read.file] = stack.enter_context(read.file.open("rb"))
@@ -144,6 +150,10 @@ def load_external_data(plan: ExternalPlan) -> list[Problem]:
                 continue
             _set_inline(read.tensor, data)
     return problems
+
+
+def _within(read: ExternalRead, at_most: int | None) -> bool:
+    return at_most is None or (read.length is not None and read.length <= at_most)
 
 
 def _set_inline(tensor: Any, data: bytes) -> None:

@@ -25,6 +25,8 @@ from kiln.model.source import ModelSource
 from kiln.model.tensors import signature
 from kiln.model.validate import ModelLimits, OpSupport, validate
 
+_READ_BEFORE_VALIDATION = 64 * 1024  # bytes: a tensor this small may be a shape input
+
 _FIX_REEXPORT = (
     "point to an ONNX model saved completely (onnx.save or torch.onnx.export); if it is still being "
     "copied, wait until the copy is complete"
@@ -49,14 +51,20 @@ def load_model(
     model, file_bytes = _read_onnx(path, limits)
     plan = plan_external_data(model, path.parent)
     size_bytes = file_bytes + plan.size_bytes
+    # Small tensors (shape inputs) are read before validation, which needs their values: only
+    # once every location is confined to the model's folder and the total size is within the
+    # limit. The large ones wait until the model is known to be valid.
+    found = [*plan.problems]
+    if not found and size_bytes <= limits.max_file_bytes:
+        found = load_external_data(plan, at_most=_READ_BEFORE_VALIDATION)
     validate(
         model,
         path=path,
         limits=limits,
         op_support=op_support,
         size_bytes=size_bytes,
-        found=plan.problems,
-        run_checker=not plan.problems,
+        found=tuple(found),
+        run_checker=not found,
     )
     problems = load_external_data(plan)
     if problems:

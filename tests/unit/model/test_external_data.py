@@ -203,3 +203,46 @@ def test_a_file_that_shrank_after_planning_is_reported_not_half_loaded(tmp_path:
     assert problem.where == "tensor 'a'"
     assert "read 4 of 16 bytes" in problem.what
     assert is_external(model.graph.initializer[0])
+
+
+def _reshape_model_all_external(folder: Path) -> Path:
+    """A Reshape whose shape input is external data, as ``onnx.save(..., size_threshold=0)`` writes."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 16])
+    shape = numpy_helper.from_array(np.array([-1, 16], dtype=np.int64), "shape")
+    weight = numpy_helper.from_array(np.eye(16, dtype=np.float32), "w")
+    nodes = [
+        onnx.helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        onnx.helper.make_node("MatMul", ["flat", "w"], ["y"]),
+    ]
+    graph = onnx.helper.make_graph(nodes, "g", [x], [y], [shape, weight])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    folder.mkdir(parents=True)
+    path = folder / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    return path
+
+
+def test_a_shape_input_stored_as_external_data_is_read_for_validation(tmp_path: Path) -> None:
+    path = _reshape_model_all_external(tmp_path / "m")
+    assert all(is_external(t) for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+
+    source = load_model(path)
+
+    loaded = {t.name: numpy_helper.to_array(t) for t in source.model.graph.initializer}
+    assert loaded["shape"].tolist() == [-1, 16]
+    assert loaded["w"].shape == (16, 16)
+    assert not any(is_external(t) for t in source.model.graph.initializer)
+
+
+def test_a_small_first_read_leaves_the_large_tensors_external(tmp_path: Path) -> None:
+    path = _reshape_model_all_external(tmp_path / "m")
+    model = onnx.load(str(path), load_external_data=False)
+    plan = plan_external_data(model, path.parent)
+
+    assert load_external_data(plan, at_most=16) == []  # the 16-byte shape, not the 1 KiB weight
+
+    external = {t.name: is_external(t) for t in model.graph.initializer}
+    assert external == {"shape": False, "w": True}
+    assert load_external_data(plan) == []
+    assert not any(is_external(t) for t in model.graph.initializer)
