@@ -104,7 +104,7 @@ class OnlineHooks:
         now = self._wall_clock()
         with self._lock:
             self._serving[event.model] = event.folder
-            self._first.setdefault(event.model, self._first_served(event.model) or event.folder)
+            self._first.setdefault(event.model, self._served(event.model, last=False) or event.folder)
             gate = self._gates.pop((event.model, event.version), None)
         published = self._published(event.folder)
         line: dict[str, Any] = {
@@ -153,8 +153,8 @@ class OnlineHooks:
         config = self.config
         events = self.store.read_holdout(model, every=config.holdout_every, limit=config.holdout_size)
         candidate = self._scorer.score(folder / MODEL_FILE, events)
-        serving = self._score_of(self._serving.get(model), events)
-        first = self._score_of(self._first.get(model) or self._first_served(model), events)
+        serving = self._score_of(self._serving.get(model) or self._served(model, last=True), events)
+        first = self._score_of(self._first.get(model) or self._served(model, last=False), events)
         self._scorer.forget(
             {p / MODEL_FILE for p in self._serving.values()} | {p / MODEL_FILE for p in self._first.values()}
         )
@@ -174,13 +174,17 @@ class OnlineHooks:
         score = self._scorer.score(folder / MODEL_FILE, events)
         return score.auc if score.finite else float("nan")
 
-    def _first_served(self, model: str) -> Path | None:
-        """The first version the journal says served (a restarted server keeps its reference)."""
-        for line in self.journal.read(model):
-            if line.get("outcome") == "serving":
-                folder = self.repo / model / str(line.get("version"))
-                if (folder / MODEL_FILE).is_file():
-                    return folder
+    def _served(self, model: str, *, last: bool) -> Path | None:
+        """The first (or last) version the journal says served whose folder is still there.
+
+        A restarted server keeps both references: until a version serves in this process, the
+        candidate is compared with what served last before the restart, not only with the first.
+        """
+        lines = [line for line in self.journal.read(model) if line.get("outcome") == "serving"]
+        for line in reversed(lines) if last else lines:
+            folder = self.repo / model / str(line.get("version"))
+            if (folder / MODEL_FILE).is_file():
+                return folder
         return None
 
     def _count(self, model: str, outcome: str) -> None:

@@ -122,5 +122,27 @@ def test_a_restarted_server_keeps_the_first_version_as_reference(tmp_path: Path)
     )
     verdict = again.before_build("ctr", worse.version, worse.path)
     assert not verdict.accept
-    assert "first version" in verdict.reason
+    assert "below the serving version's" in verdict.reason  # version 1: the first and the last served
+    store.close()
+
+
+def test_a_restarted_server_compares_with_the_version_that_served_last(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    store = _store(tmp_path / "fb.db", 3000)
+    before = OnlineHooks(repo, store)
+    worse = publish_version(
+        repo, "ctr", {MODEL_FILE: make_model("ctr", size="tiny", seed=5).SerializeToString()}
+    )
+    before.on_serving(ServingVersion("ctr", worse.version, worse.path, "build", 0.5, 0.8, 0.0))
+    truth = publish_version(
+        repo, "ctr", {MODEL_FILE: make_model("ctr", size="tiny", seed=0).SerializeToString()}
+    )
+    before.on_serving(ServingVersion("ctr", truth.version, truth.path, "refit", 0.2, 0.3, 0.0))
+    after = OnlineHooks(repo, store, OnlineGateConfig(min_holdout=100))  # restarted: nothing serves
+
+    verdict = after.before_build("ctr", "3", worse.path)  # version 1's weights again
+
+    assert not verdict.accept
+    assert "below the serving version's" in verdict.reason
     store.close()
