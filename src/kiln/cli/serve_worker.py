@@ -16,6 +16,7 @@ from pathlib import Path
 from kiln.cli._shell import configure_logging
 from kiln.errors import ConfigError, KilnError
 from kiln.server.config import ServerConfig
+from kiln.server.metrics_workers import WorkerPeers
 from kiln.server.workers import SharedPorts, WorkerCommand
 
 SPEC_ENV = "KILN_WORKER_SPEC"
@@ -39,6 +40,8 @@ def worker_command(
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
         "ledger": str(ledger),
         "worker": index,
+        "num_workers": config.workers,
+        "metrics_dir": None if ports.metrics_dir is None else str(ports.metrics_dir),
         "parent_pid": os.getpid(),
     }
     env = {**os.environ, SPEC_ENV: json.dumps(spec)}
@@ -51,6 +54,11 @@ def _die_with_parent(parent_pid: int) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _peers(spec: Mapping[str, object]) -> WorkerPeers | None:
+    folder = spec.get("metrics_dir")
+    return None if folder is None else WorkerPeers(Path(str(folder)), int(str(spec["num_workers"])))
 
 
 def main() -> int:
@@ -78,6 +86,7 @@ def main() -> int:
             repository=options,
             on_started=started,
             worker=index,
+            peers=_peers(spec),
         )
     except ConfigError as error:
         print(f"error: kiln worker {index}: {error}", file=sys.stderr, flush=True)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from kiln.online.loop import OnlineGateConfig, OnlineHooks
+    from kiln.server.metrics import ServerMetrics
+    from kiln.server.metrics_workers import WorkerPeers
 
 log = logging.getLogger("kiln.server")
 T = TypeVar("T")
@@ -330,6 +332,7 @@ def serve_repository(
     repository: Mapping[str, Any] | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
     worker: int | None = None,
+    peers: WorkerPeers | None = None,
     feedback: Path | None = None,
     online: OnlineGateConfig | None = None,
 ) -> bool:
@@ -344,6 +347,10 @@ def serve_repository(
     ``/metrics`` serves :class:`~kiln.server.metrics.ServerMetrics` (runtime, builds and loads,
     metered usage, GPU, process).
 
+    ``worker``/``peers``: this process is worker ``worker`` of ``kiln serve --workers N``; with
+    ``peers`` it serves its own metrics on a Unix socket in ``peers.folder``, and its ``/metrics``
+    answers for every worker (``kiln.server.metrics_workers``).
+
     ``feedback`` (a SQLite file) turns on the online loop: the feedback endpoints append to that
     store, and every new version passes the serving gate (``online``: holdout AUC, finite outputs)
     before it is built, with its journal and ``kiln_online_*`` metrics (see ``docs/online.md``).
@@ -351,7 +358,7 @@ def serve_repository(
     from prometheus_client.registry import Collector  # noqa: PLC0415
 
     from kiln.metering import EfficiencyTable, Metering  # noqa: PLC0415
-    from kiln.server.metrics import ServerMetrics, create_metrics_app  # noqa: PLC0415
+    from kiln.server.metrics import ServerMetrics  # noqa: PLC0415
     from kiln.server.metrics_repository import RepositoryCollector  # noqa: PLC0415
 
     if not path.is_dir():
@@ -376,11 +383,13 @@ def serve_repository(
         settings = dict(repository or {})
         if gate_store is not None:
             settings["hooks"] = _online_hooks(path, gate_store, online, metrics.registry)
+        own_socket: asyncio.AbstractServer | None = None
         try:
             control = create_repository(
                 path, runtime, metrics=metrics.builds, efficiency=efficiency, **settings
             )
             metrics.register(cast(Collector, RepositoryCollector(control)))
+            metrics_app, own_socket = await _metrics_app(metrics, worker, peers)
             if isinstance(control, RepositoryService):
                 await control.start()
             try:
@@ -389,7 +398,7 @@ def serve_repository(
                     control,
                     config,
                     meter=used,
-                    metrics_app=create_metrics_app(metrics),
+                    metrics_app=metrics_app,
                     on_started=on_started,
                     listen_when_ready=worker is not None,
                     feedback=store,
@@ -398,6 +407,8 @@ def serve_repository(
                 if isinstance(control, RepositoryService):
                     await control.aclose()
         finally:
+            if own_socket is not None:
+                own_socket.close()
             await runtime.aclose()
             if metering is not None:
                 metering.close()
@@ -410,6 +421,24 @@ def serve_repository(
         return loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+async def _metrics_app(
+    metrics: ServerMetrics, worker: int | None, peers: WorkerPeers | None
+) -> tuple[Any, asyncio.AbstractServer | None]:
+    """``/metrics``'s app: this process's metrics, or, for a worker with ``peers``, every worker's
+    (then also the Unix socket serving this worker's own metrics to the others)."""
+    from kiln.server.metrics import create_metrics_app  # noqa: PLC0415
+    from kiln.server.metrics_workers import (  # noqa: PLC0415
+        create_workers_metrics_app,
+        serve_own_metrics,
+        socket_path,
+    )
+
+    if peers is None or worker is None:
+        return create_metrics_app(metrics), None
+    own = await serve_own_metrics(socket_path(peers.folder, worker), metrics.text)
+    return create_workers_metrics_app(peers.folder, worker, peers.num_workers, metrics.text), own
 
 
 def _online_hooks(

@@ -18,12 +18,14 @@ Linux only (SO_REUSEPORT balancing connections between processes).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,10 +71,12 @@ def check_workers_supported(num_workers: int, platform: str = sys.platform) -> N
 
 @dataclass(frozen=True, slots=True)
 class SharedPorts:
-    """The ports every worker listens on (real numbers, even when 0 was asked for)."""
+    """The ports every worker listens on (real numbers, even when 0 was asked for), and the folder
+    where each worker serves its own metrics to the others (``kiln.server.metrics_workers``)."""
 
     http_port: int
     grpc_port: int | None
+    metrics_dir: Path | None = None
 
 
 @contextlib.contextmanager
@@ -290,11 +294,12 @@ def serve_workers(
     the command line of worker ``i`` listening on ``ports``."""
     check_workers_supported(config.workers)
     check_before_start(repo, config, ledger)
-    with reserve_ports(config) as ports:
+    with reserve_ports(config) as reserved, tempfile.TemporaryDirectory(prefix="kiln-metrics-") as folder:
+        ports = dataclasses.replace(reserved, metrics_dir=Path(folder))
         grpc = "" if ports.grpc_port is None else f", gRPC {client_host(config.host)}:{ports.grpc_port}"
         on_event(
             f"kiln serving: HTTP http://{client_host(config.host)}:{ports.http_port} "
-            f"(metrics /metrics, per worker){grpc}, {config.workers} workers"
+            f"(metrics /metrics, all workers){grpc}, {config.workers} workers"
         )
         supervisor = Supervisor(
             command_for(ports),

@@ -138,16 +138,17 @@ def grpc_infer(url: str) -> np.ndarray:
 
 
 def successes_by_worker(url: str) -> dict[str, float]:
-    """From one scrape (one worker): its worker label -> its successful ctr requests."""
+    """From one scrape, which any worker answers for all: worker label -> successful ctr requests."""
     text = httpx.get(f"http://{url}/metrics").text
-    found = re.search(r'kiln_requests_total\{model="ctr",outcome="success",worker="(\d+)"\} (\S+)', text)
-    if found is None:
-        return {WORKER_LABEL.findall(text)[0]: 0.0}
-    return {found[1]: float(found[2])}
+    types = re.findall(r"^# TYPE (\S+) ", text, flags=re.MULTILINE)
+    assert len(types) == len(set(types)), "a metric family appears twice in one exposition"
+    found = re.findall(r'kiln_requests_total\{model="ctr",outcome="success",worker="(\d+)"\} (\S+)', text)
+    return {worker: float(value) for worker, value in found}
 
 
 def client_on(url: str, worker: str) -> httpx.Client:
-    """An HTTP connection that the kernel gave to ``worker`` (a connection stays on one worker)."""
+    """An HTTP connection that the kernel gave to ``worker`` (a connection stays on one worker):
+    the answering worker's own samples come first in its ``/metrics``."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         client = httpx.Client(base_url=f"http://{url}", timeout=60)
@@ -170,6 +171,7 @@ def test_two_workers_serve_tritonclient_and_a_killed_worker_is_restarted(tmp_pat
             return sorted(w for w, n in served_by.items() if n > 0) == ["0", "1"]
 
         wait_for(both_workers_served, 60, "requests served by both workers")
+        assert successes_by_worker(served.http).keys() == {"0", "1"}  # any connection: both
 
         os.kill(pids[0], signal.SIGKILL)
         died = served.next_line(rf"kiln worker 0 \(pid {pids[0]}\) exited: signal SIGKILL; restarting")
