@@ -22,7 +22,9 @@ class TrainingRecord:
         offset: the last feedback offset it learned from.
         num_samples: samples learned since the trainer's first start.
         first_new_received_s / last_received_s: when the store received the oldest / newest event
-            this version learned and the previous one had not (freshness is measured from these).
+            this version learned and the previously published one had not (freshness is measured
+            from these; an export the trainer's gate rejected publishes nothing, so its events
+            count as new for the next published version).
         train_seconds / export_seconds / gate_seconds: the trainer's step durations.
         candidate_auc / live_auc: holdout AUC of this version and of the previous published one.
         published_at_s: when the trainer published it.

@@ -211,7 +211,8 @@ class Trainer:
         self.last_export_s = self.clock.now()
         self.samples_since_export = 0
         self.train_seconds = 0.0
-        self.first_new_received_s = None
+        if gate.accept:  # a rejected export served nothing: its events still wait to be served
+            self.first_new_received_s = None
         return result
 
     def gate(self, candidate: bytes) -> GateDecision:

@@ -116,3 +116,28 @@ def test_exports_are_due_after_the_time_interval(repo: Path, store: FeedbackStor
     clock.advance(5.0)
     trainer.step()
     assert [r.version for r in trainer.history] == ["2"]
+
+
+def test_freshness_of_the_next_version_counts_the_events_of_a_rejected_export(
+    repo: Path, tmp_path: Path, world: ClickWorld
+) -> None:
+    now = [1000.0]  # the store's wall clock: when it receives each of the two appends
+    with FeedbackStore(tmp_path / "timed.db", wall_clock=lambda: now[0]) as store:
+        add_feedback(store, world, 100, seed=6)
+        now[0] = 2000.0
+        add_feedback(store, world, 100, seed=7)
+        trainer = Trainer(_config(repo, store), clock=FakeClock(), store=store)
+        trainer.step(max_events=100)
+        bias = trainer.module.weight("head.bias")
+        kept = bias.data.clone()
+        bias.data.fill_(float("nan"))
+        rejected = trainer.export()
+        assert not rejected.gate.accept
+        bias.data.copy_(kept)
+        trainer.step(max_events=100)
+
+        published = trainer.export()
+
+    assert published.gate.accept, published.gate.reason
+    assert rejected.training.first_new_received_s == 1000.0
+    assert published.training.first_new_received_s == 1000.0  # not 2000: nothing served since
