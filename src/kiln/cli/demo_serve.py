@@ -33,8 +33,10 @@ def repository_config(name: str, size: str) -> dict[str, object]:
     recipe = INT8_RECIPES[name]
     spec = recipe_spec(name, "int8", size=size)  # type: ignore[arg-type]
     assert spec.calibration is not None
+    options = {"backend_options": dict(spec.backend_options)} if spec.backend_options else {}
     return {
         "precision": "int8",
+        **options,
         "max_batch_size": example.max_batch_size,
         "profiles": {
             p.input: {"min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in spec.profiles

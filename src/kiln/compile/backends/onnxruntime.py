@@ -33,6 +33,7 @@ from kiln.compile.backends.onnxruntime_build import (
 )
 from kiln.compile.backends.onnxruntime_engine import OrtEngine
 from kiln.compile.backends.onnxruntime_ops import OrtOpSupport, cpu_op_support, max_ir_version
+from kiln.compile.backends.onnxruntime_options import parse_options
 from kiln.compile.backends.onnxruntime_refit import RefitPlan, apply_refit, plan_refit
 from kiln.compile.backends.onnxruntime_refit_map import INDEX_FILE
 from kiln.compile.backends.onnxruntime_session import ThreadPlan, batch_hint, plan_threads, serving_options
@@ -106,8 +107,10 @@ class OnnxRuntimeBackend:
         progress: Progress | None = None,
     ) -> BuildOutput:
         """Write ``engine.onnx`` (plus ``engine.onnx.data`` for weights past the inline limit and
-        ``calibration.json`` for int8) into ``out_dir``. On failure, removes what it wrote."""
+        ``calibration.json`` for int8) into ``out_dir``. On failure, removes what it wrote.
+        ``BuildError`` for unknown backend options (``kiln.compile.backends.onnxruntime_options``)."""
         model = _onnx_model(source)
+        fusions = parse_options(dict(spec.backend_options)).disabled_fusions
         if calibration is not None and not isinstance(calibration, SampleSet):
             raise BuildError(
                 describe("calibration data must be a SampleSet", seen=type(calibration).__name__)
@@ -125,8 +128,12 @@ class OnnxRuntimeBackend:
                     workdir=Path(work),
                 )
                 calibration_file = _save_table(precise.table, out_dir, spec)
-                engine = self._optimize(precise.model, out_dir, Path(work), progress)
-                refit = self._plan_refit(model, precise.model, out_dir, Path(work), progress)
+                engine = self._optimize(
+                    precise.model, out_dir, Path(work), progress, disabled_fusions=fusions
+                )
+                refit = self._plan_refit(
+                    model, precise.model, out_dir, Path(work), progress, disabled_fusions=fusions
+                )
         except BaseException:
             for name in (ENGINE_FILE, ENGINE_DATA_FILE, CALIBRATION_FILE, INDEX_FILE):
                 (out_dir / name).unlink(missing_ok=True)
@@ -146,21 +153,35 @@ class OnnxRuntimeBackend:
         out_dir: Path,
         workdir: Path,
         progress: Progress | None,
+        *,
+        disabled_fusions: tuple[str, ...],
     ) -> RefitPlan:
         stage = "mapping the engine's weights for refits"
         _report(progress, stage, 0)
         started = time.perf_counter()
-        plan = plan_refit(model, precise, out_dir, workdir)
+        plan = plan_refit(model, precise, out_dir, workdir, disabled_fusions=disabled_fusions)
         plan.record["map_seconds"] = round(time.perf_counter() - started, 4)
         _report(progress, stage, 1)
         return plan
 
     def _optimize(
-        self, model: onnx.ModelProto, out_dir: Path, workdir: Path, progress: Progress | None
+        self,
+        model: onnx.ModelProto,
+        out_dir: Path,
+        workdir: Path,
+        progress: Progress | None,
+        *,
+        disabled_fusions: tuple[str, ...],
     ) -> OptimizedEngine:
         stage = f"optimizing for {self.target().tag}"
         _report(progress, stage, 0)
-        engine = write_optimized(model, out_dir, workdir, inline_limit_bytes=self._inline_limit_bytes)
+        engine = write_optimized(
+            model,
+            out_dir,
+            workdir,
+            inline_limit_bytes=self._inline_limit_bytes,
+            disabled_fusions=disabled_fusions,
+        )
         _report(progress, stage, 1)
         return engine
 
@@ -169,8 +190,10 @@ class OnnxRuntimeBackend:
     ) -> dict[str, object]:
         """What the manifest's ``extra`` records; the work estimate drives the thread policy."""
         cost = estimate_cost(model, spec.profiles)
+        fusions = parse_options(dict(spec.backend_options)).disabled_fusions
         return {
             "optimization_level": "all",
+            **({"disabled_fusions": list(fusions)} if fusions else {}),
             "isa": self.target().arch,
             "external_data": engine.external_data,
             "precision_path": precise.path,

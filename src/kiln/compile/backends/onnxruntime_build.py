@@ -23,6 +23,7 @@ from kiln.errors import BuildError, describe
 
 if TYPE_CHECKING:
     import onnx
+    import onnxruntime
 
 ENGINE_FILE = "engine.onnx"
 ENGINE_DATA_FILE = "engine.onnx.data"
@@ -44,15 +45,19 @@ def weight_bytes(model: onnx.ModelProto) -> int:
 
 
 def write_optimized(
-    model: onnx.ModelProto, out_dir: Path, workdir: Path, *, inline_limit_bytes: int = INLINE_LIMIT_BYTES
+    model: onnx.ModelProto,
+    out_dir: Path,
+    workdir: Path,
+    *,
+    inline_limit_bytes: int = INLINE_LIMIT_BYTES,
+    disabled_fusions: tuple[str, ...] = (),
 ) -> OptimizedEngine:
-    """Optimize ``model`` for this CPU and save it as ``out_dir/engine.onnx`` (+ ``.data``).
+    """Optimize ``model`` for this CPU and save it as ``out_dir/engine.onnx`` (+ ``.data``),
+    leaving out the ONNX Runtime optimizers named in ``disabled_fusions``.
 
     ``BuildError`` naming ONNX Runtime's complaint when it cannot load or optimize the model;
     nothing is left in ``out_dir`` then.
     """
-    import onnxruntime as ort
-
     external = weight_bytes(model) > inline_limit_bytes
     engine_path = out_dir / ENGINE_FILE
     options = build_options(str(engine_path), ENGINE_DATA_FILE if external else None)
@@ -61,9 +66,9 @@ def write_optimized(
         if external:
             source_path = workdir / "model.onnx"
             write_external(model, source_path, "model.onnx.data")
-            ort.InferenceSession(str(source_path), options, providers=["CPUExecutionProvider"])
+            optimize_with(str(source_path), options, disabled_fusions)
         else:
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            optimize_with(model.SerializeToString(), options, disabled_fusions)
     except Exception as exc:
         for name in (ENGINE_FILE, ENGINE_DATA_FILE):
             (out_dir / name).unlink(missing_ok=True)
@@ -79,6 +84,17 @@ def write_optimized(
         raise BuildError(f"ONNX Runtime did not write the optimized model to {engine_path.name}")
     files = (ENGINE_FILE, ENGINE_DATA_FILE) if (out_dir / ENGINE_DATA_FILE).is_file() else (ENGINE_FILE,)
     return OptimizedEngine(files, external, time.perf_counter() - started)
+
+
+def optimize_with(
+    model: str | bytes, options: onnxruntime.SessionOptions, disabled_fusions: tuple[str, ...]
+) -> None:
+    """Open a session on ``model`` (a path or serialized bytes) with ``options`` (``build_options``:
+    the optimized graph is saved where they say), leaving out ``disabled_fusions``."""
+    import onnxruntime as ort
+
+    extra = {"disabled_optimizers": list(disabled_fusions)} if disabled_fusions else {}
+    ort.InferenceSession(model, options, providers=["CPUExecutionProvider"], **extra)
 
 
 def write_external(model: onnx.ModelProto, path: Path, data_name: str) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kiln.compile.backends.onnxruntime_build import ENGINE_DATA_FILE, ENGINE_FILE
+from kiln.compile.backends.onnxruntime_build import ENGINE_DATA_FILE, ENGINE_FILE, optimize_with
 from kiln.compile.backends.onnxruntime_refit_map import (
     INDEX_FILE,
     MAP_FORMAT,
@@ -52,9 +52,17 @@ class RefitPlan:
     files: tuple[str, ...]
 
 
-def plan_refit(source: onnx.ModelProto, precise: onnx.ModelProto, out_dir: Path, workdir: Path) -> RefitPlan:
+def plan_refit(
+    source: onnx.ModelProto,
+    precise: onnx.ModelProto,
+    out_dir: Path,
+    workdir: Path,
+    *,
+    disabled_fusions: tuple[str, ...] = (),
+) -> RefitPlan:
     """Map the engine ``out_dir/engine.onnx`` (built from ``precise``, the precision pass of
-    ``source``) and write the index file beside it when re-laid-out weights need one."""
+    ``source``) and write the index file beside it when re-laid-out weights need one.
+    ``disabled_fusions``: the optimizers the engine was built without (the probe leaves them out too)."""
     import onnx
 
     if (out_dir / ENGINE_DATA_FILE).exists():
@@ -70,7 +78,7 @@ def plan_refit(source: onnx.ModelProto, precise: onnx.ModelProto, out_dir: Path,
             and np.array_equal(pre[t.name], _array(t))
             and pre[t.name].dtype == _array(t).dtype
         }
-        mapped = _probe_and_map(source, rules, precise, engine, carried, workdir)
+        mapped = _probe_and_map(source, rules, precise, engine, carried, workdir, disabled_fusions)
     except Unmappable as why:
         return RefitPlan(not_refittable(str(why)), ())
     files: tuple[str, ...] = ()
@@ -87,12 +95,13 @@ def _probe_and_map(  # noqa: PLR0917
     engine: onnx.ModelProto,
     carried: set[str],
     workdir: Path,
+    disabled_fusions: tuple[str, ...],
 ) -> RefitMap:
     """Probe with every weight changed; when that changes the optimized graph (a fusion matched
     on a constant's value), again with fewer one-element constants changed."""
     for scalars in ("all", "ranked", "none"):
         probe = make_probe(precise, rules, carried, scalars=scalars)
-        probed = _optimize(probe.model, workdir)
+        probed = _optimize(probe.model, workdir, disabled_fusions)
         if same_structure(engine, probed):
             return map_engine(
                 source=source, rules=rules, precise=precise, engine=engine, probe=probe, probed_engine=probed
@@ -106,15 +115,12 @@ def _array(tensor: onnx.TensorProto) -> Array:
     return numpy_helper.to_array(tensor)
 
 
-def _optimize(model: onnx.ModelProto, workdir: Path) -> onnx.ModelProto:
+def _optimize(model: onnx.ModelProto, workdir: Path, disabled_fusions: tuple[str, ...]) -> onnx.ModelProto:
     import onnx
-    import onnxruntime as ort
 
     path = workdir / "probe.onnx"
     try:
-        ort.InferenceSession(
-            model.SerializeToString(), build_options(str(path), None), providers=["CPUExecutionProvider"]
-        )
+        optimize_with(model.SerializeToString(), build_options(str(path), None), disabled_fusions)
     except Exception as exc:  # ORT raises its own exception types
         raise Unmappable(f"ONNX Runtime could not optimize the probe model ({type(exc).__name__})") from exc
     probed = onnx.load(str(path))
