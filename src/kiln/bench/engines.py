@@ -33,13 +33,15 @@ def obtain_bench_engine(
     cache_dir: Path | None = None,
     intra_op_threads: int = 0,
     calibration: SampleSet | None = None,
+    num_instances: int = 1,
 ) -> BenchEngine:
     """The engine for ``path``: an ONNX model file is built per ``spec`` through the engine cache
     (a hit when it was built before; ``calibration`` samples for int8); a folder holding
-    ``manifest.json`` is loaded directly. ``ConfigError`` when ``path`` is neither."""
+    ``manifest.json`` is loaded directly. ``ConfigError`` when ``path`` is neither.
+    ``num_instances``: how many instances will run at once (automatic threads are split among them)."""
     path = Path(path)
     backend = create_backend("onnxruntime")
-    options = LoadOptions(intra_op_threads=intra_op_threads)
+    options = LoadOptions(intra_op_threads=intra_op_threads, num_instances=num_instances)
     if path.is_dir():
         if not (path / MANIFEST).is_file():
             raise ConfigError(

@@ -33,14 +33,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="wait max_queue_delay_us for a fuller batch even when no batch is running",
     )
-    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--instances", type=int, default=1, help="execution instances running at once")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        help="threads per engine run; 0: from the model's work, the CPUs split among the instances",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="engine cache folder")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    loaded = obtain_bench_engine(args.model, cache_dir=args.cache_dir)
+    if args.instances < 1 or args.intra_op_threads < 0:
+        raise SystemExit(
+            f"--instances must be >= 1 and --intra-op-threads >= 0, seen {args.instances} and "
+            f"{args.intra_op_threads}; e.g. --instances 2 --intra-op-threads 1"
+        )
+    loaded = obtain_bench_engine(
+        args.model,
+        cache_dir=args.cache_dir,
+        intra_op_threads=args.intra_op_threads,
+        num_instances=args.instances,
+    )
     batching = BatchingConfig(
         max_batch_size=args.max_batch_size,
         max_queue_delay_us=args.max_queue_delay_us,

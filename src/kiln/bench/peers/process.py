@@ -39,8 +39,9 @@ class PeerSpec:
     """One server to start. ``model``: an ONNX file (``kiln``: or an engine artifact folder).
 
     ``max_batch_size`` / ``max_queue_delay_us`` configure the batching servers (kiln, litserve);
-    ``instances`` kiln's execution instances; ``dispatch_when_idle`` kiln's batching setting of that
-    name; ``cache_dir`` kiln's engine cache.
+    ``instances`` kiln's execution instances and ``intra_op_threads`` the threads of each engine run
+    (0: kiln's thread policy, which splits the CPUs among the instances); ``dispatch_when_idle``
+    kiln's batching setting of that name; ``cache_dir`` kiln's engine cache.
     """
 
     kind: PeerKind
@@ -49,6 +50,7 @@ class PeerSpec:
     max_batch_size: int = 32
     max_queue_delay_us: int = 2000
     instances: int = 1
+    intra_op_threads: int = 0
     dispatch_when_idle: bool = True
     cache_dir: Path | None = None
     startup_timeout_s: float = 120.0
@@ -57,6 +59,14 @@ class PeerSpec:
         if self.kind not in PEER_KINDS:
             raise ConfigError(
                 describe("unknown peer", seen=self.kind, fix=f"use one of {', '.join(PEER_KINDS)}")
+            )
+        if self.instances < 1 or self.intra_op_threads < 0:
+            raise ConfigError(
+                describe(
+                    "a peer needs instances >= 1 and intra_op_threads >= 0",
+                    seen=f"instances={self.instances}, intra_op_threads={self.intra_op_threads}",
+                    fix="e.g. instances=2, intra_op_threads=1 (0: kiln's thread policy)",
+                )
             )
 
     def command(self, port: int) -> list[str]:
@@ -67,7 +77,8 @@ class PeerSpec:
                   "--max-queue-delay-us", str(self.max_queue_delay_us)]  # fmt: skip
         if self.kind != "kiln":
             return [sys.executable, "-m", "kiln.bench.peers.serve", self.kind, *common]
-        args = [sys.executable, "-m", KILN_SERVER_MODULE, *common, "--instances", str(self.instances)]
+        args = [sys.executable, "-m", KILN_SERVER_MODULE, *common, "--instances", str(self.instances),
+                "--intra-op-threads", str(self.intra_op_threads)]  # fmt: skip
         if not self.dispatch_when_idle:
             args.append("--no-dispatch-when-idle")
         if self.cache_dir is not None:

@@ -203,12 +203,16 @@ class LoadOptions:
     ``allow_spinning``: let idle worker threads spin-wait for the next piece of work (``None``: the
     backend decides). Spinning buys throughput on cores the engine has to itself and costs tail
     latency when the cores are shared.
+
+    ``num_instances``: how many instances of the engine will run at the same time; when the
+    backend decides the threads, it splits the CPUs among them instead of giving each all.
     """
 
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     device_index: int = 0
     allow_spinning: bool | None = None
+    num_instances: int = 1
 
 
 class Instance(Protocol):

@@ -7,7 +7,9 @@ Thread policy (measured on a 2-core AVX-512 machine, ONNX Runtime 1.31):
   faster single-threaded at batch 32. Thread hand-off costs more than the work it splits.
 - BERT/CNN-sized work (hundreds of M to G MACs per sample) scales ~2x from one to two threads.
 - So a session uses one thread when the work per call (MACs per sample x the batch the engine is
-  built for) is under ``PARALLEL_MIN_MACS``, else every CPU this process may use.
+  built for) is under ``PARALLEL_MIN_MACS``, else every CPU this process may use, split among the
+  instances that run at once (``LoadOptions.num_instances``): two instances of two threads each on
+  two cores would oversubscribe them, two of one thread each run side by side.
 
 Spinning: ONNX Runtime's pool threads spin-wait for work by default. That buys a little latency on
 an idle machine, but when another process (the HTTP front end, a neighbour) wants the core, the
@@ -63,7 +65,8 @@ def batch_hint(spec: BuildSpec) -> int:
 def plan_threads(
     options: LoadOptions, *, macs_per_call: int | None, engine_bytes: int, cpus: int
 ) -> ThreadPlan:
-    """Choose intra-op threads: ``options.intra_op_threads`` when set (> 0), else from the work.
+    """Choose intra-op threads per run: ``options.intra_op_threads`` when set (> 0), else from the
+    work, each instance getting its share of the CPUs (``cpus // options.num_instances``, at least 1).
 
     ``macs_per_call`` is the build-time work estimate at the engine's batch size (``None`` when
     the artifact has none: then the engine file size decides).
@@ -73,14 +76,29 @@ def plan_threads(
     cpus = max(cpus, 1)
     if options.intra_op_threads > 0:
         return ThreadPlan(options.intra_op_threads, inter, spin, "set by load options")
+    instances = max(options.num_instances, 1)
+    share = max(cpus // instances, 1)
     if macs_per_call is not None:
-        if macs_per_call < PARALLEL_MIN_MACS or cpus == 1:
+        if macs_per_call < PARALLEL_MIN_MACS or share == 1:
             why = f"small model: {macs_per_call:,} MACs per call < {PARALLEL_MIN_MACS:,}"
-            return ThreadPlan(1, inter, spin, why if cpus > 1 else "one CPU available")
-        return ThreadPlan(cpus, inter, spin, f"{macs_per_call:,} MACs per call: using {cpus} CPUs")
-    if engine_bytes <= SMALL_ENGINE_BYTES or cpus == 1:
-        return ThreadPlan(1, inter, spin, f"no work estimate; small engine file ({engine_bytes:,} bytes)")
-    return ThreadPlan(cpus, inter, spin, f"no work estimate; engine file {engine_bytes:,} bytes")
+            return ThreadPlan(1, inter, spin, why if share > 1 else _one_cpu(cpus, instances))
+        why = f"{macs_per_call:,} MACs per call: using {_cpus_each(share, cpus, instances)}"
+        return ThreadPlan(share, inter, spin, why)
+    if engine_bytes <= SMALL_ENGINE_BYTES or share == 1:
+        why = f"no work estimate; small engine file ({engine_bytes:,} bytes)"
+        return ThreadPlan(1, inter, spin, why if share > 1 else _one_cpu(cpus, instances))
+    why = f"no work estimate; engine file {engine_bytes:,} bytes: using {_cpus_each(share, cpus, instances)}"
+    return ThreadPlan(share, inter, spin, why)
+
+
+def _one_cpu(cpus: int, instances: int) -> str:
+    return "one CPU available" if instances == 1 else f"{cpus} CPUs shared by {instances} instances: one each"
+
+
+def _cpus_each(share: int, cpus: int, instances: int) -> str:
+    return (
+        f"{share} CPUs" if instances == 1 else f"{share} of {cpus} CPUs per instance ({instances} instances)"
+    )
 
 
 def serving_options(plan: ThreadPlan) -> onnxruntime.SessionOptions:

@@ -31,6 +31,28 @@ def test_without_an_estimate_the_file_size_decides() -> None:
     assert "no work estimate" in big.reason
 
 
+def test_several_instances_split_the_cpus() -> None:
+    big = PARALLEL_MIN_MACS * 10
+
+    def threads(instances: int, cpus: int, macs: int | None = big) -> int:
+        options = LoadOptions(num_instances=instances)
+        return plan_threads(options, macs_per_call=macs, engine_bytes=10**9, cpus=cpus).intra_op_threads
+
+    assert [threads(n, 8) for n in (1, 2, 3, 4, 8, 16)] == [8, 4, 2, 2, 1, 1]
+    assert [threads(n, 2) for n in (1, 2, 4)] == [2, 1, 1]
+    assert threads(2, 8, macs=None) == 4  # the file-size rule splits the same way
+    assert threads(2, 8, macs=PARALLEL_MIN_MACS - 1) == 1  # small work stays on one thread
+    plan = plan_threads(LoadOptions(num_instances=2), macs_per_call=big, engine_bytes=0, cpus=2)
+    assert plan.reason == "2 CPUs shared by 2 instances: one each"
+    plan = plan_threads(LoadOptions(num_instances=2), macs_per_call=big, engine_bytes=0, cpus=8)
+    assert "4 of 8 CPUs per instance (2 instances)" in plan.reason
+
+
+def test_set_threads_are_not_split() -> None:
+    options = LoadOptions(intra_op_threads=2, num_instances=4)
+    assert plan_threads(options, macs_per_call=10**12, engine_bytes=0, cpus=2).intra_op_threads == 2
+
+
 def test_load_options_override_the_policy() -> None:
     options = LoadOptions(intra_op_threads=2, inter_op_threads=0)
     plan = plan_threads(options, macs_per_call=1, engine_bytes=0, cpus=8)
