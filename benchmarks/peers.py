@@ -1,14 +1,19 @@
 """kiln against its peers: max throughput at a p99 SLO, per example model, on this machine.
 
-    python benchmarks/peers.py [--quick] [--models ctr,ranker,cnn] [--step-s S] [--out DIR] [--work DIR]
+    python benchmarks/peers.py [--quick] [--models ctr,ranker,cnn] [--variants kiln,...] [--step-s S]
+        [--instances N] [--intra-op-threads N] [--max-batch-size N] [--max-queue-delay-us N]
+        [--out DIR] [--work DIR]
 
 For each example model, four servers are started one after the other on loopback, each in its own
 process, and driven by the same load generator (``kiln bench``'s KServe v2 client over HTTP, inputs
 in the binary-tensor extension, real validation samples) through the same closed-loop concurrency
-sweep:
+sweep, which raises the concurrency until it finds each server's capacity (``kiln.bench.sweep``:
+until p99 is over the SLO twice or throughput stops rising, refining between the last step within
+the SLO and the first over it):
 
 * ``kiln``: kiln's server (runtime with dynamic batching) on the int8 engine kiln builds with the
-  example's recipe (accuracy checked against fp32 at build time);
+  example's recipe (accuracy checked against fp32 at build time), with the model's instances and
+  threads per run (``ModelPlan``; ``--instances`` etc. override them for every model);
 * ``unoptimized``: the exported fp32 model, graph optimizations off, one run at a time, no batching;
 * ``fastapi-ort``: FastAPI + ONNX Runtime (default optimizations), one request per run;
 * ``litserve``: LitServe + ONNX Runtime with LitServe's batching on (same batch limit and wait as kiln).
@@ -19,7 +24,8 @@ unoptimized baseline is recorded as the engine's efficiency factor in its manife
 then measures kiln's server again at two concurrencies, as a cross-check of the load generator.
 
 Writes ``peers.json``, ``peers.md`` and ``peers-<model>.png`` into ``--out``. ``--quick`` runs the
-tiny models briefly, as a smoke test. Timings are not asserted anywhere.
+tiny models briefly, as a smoke test; ``--variants`` measures only some servers (the ratios then
+show only those). Timings are not asserted anywhere.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from kiln.bench.perf_analyzer import (
 )
 from kiln.bench.results import StepResult
 from kiln.bench.runner import BenchPlan, run_bench
+from kiln.bench.sweep import SweepPolicy, SweepStep, next_concurrency
 from kiln.cache.efficiency import record_efficiency_factor
 from kiln.cache.pipeline import BuildRequest, build_engine
 from kiln.cli.demo import prepare_example
@@ -69,17 +76,30 @@ CNN_UNOPTIMIZED_TARGET = 4.5
 
 @dataclass(frozen=True)
 class ModelPlan:
+    """One model's SLO and sweep limit, and kiln's serving settings for it (batching also LitServe's).
+
+    ``instances`` x ``intra_op_threads``: kiln's execution instances and threads per engine run
+    (0: kiln's thread policy, which splits the CPUs among the instances).
+    """
+
     name: str
     slo_ms: float
-    concurrency: tuple[int, ...]
+    max_concurrency: int
     max_batch_size: int
     max_queue_delay_us: int
+    instances: int = 1
+    intra_op_threads: int = 0
+
+    def sweep_policy(self, quick: bool) -> SweepPolicy:
+        if quick:  # a smoke test: two steps, 1 and 4, whatever their latency
+            return SweepPolicy(slo_ms=60_000.0, growth=4.0, max_concurrency=4)
+        return SweepPolicy(slo_ms=self.slo_ms, max_concurrency=self.max_concurrency)
 
 
 PLANS = {
-    "ctr": ModelPlan("ctr", 5.0, (1, 2, 4, 8, 16, 32), 64, 500),
-    "ranker": ModelPlan("ranker", 50.0, (1, 2, 4, 8, 16), 16, 2000),
-    "cnn": ModelPlan("cnn", 200.0, (1, 2, 4, 8), 8, 5000),
+    "ctr": ModelPlan("ctr", 5.0, 128, 64, 500),
+    "ranker": ModelPlan("ranker", 50.0, 64, 8, 2000, instances=2, intra_op_threads=1),
+    "cnn": ModelPlan("cnn", 200.0, 64, 8, 5000),
 }
 
 
@@ -93,6 +113,9 @@ class Settings:
     work: Path | None
     cross_check: bool
     dispatch_when_idle: bool = True
+    variants: tuple[str, ...] = VARIANTS
+    kiln_overrides: tuple[tuple[str, int], ...] = ()
+    """ModelPlan fields set for every model (``--instances`` and the like)."""
 
 
 def kiln_engine(folder: Path, name: str, size: str, cache: Path) -> tuple[Path, dict[str, object]]:
@@ -139,30 +162,38 @@ Rows = list[dict[str, object]]
 
 def measure_variant(
     spec: PeerSpec, plan: ModelPlan, pool: RequestPool, data: Path, settings: Settings
-) -> tuple[Rows, Rows]:
-    """perf_analyzer's sweep of one server (and, for kiln, kiln bench's client at two steps)."""
+) -> tuple[Rows, Rows, str]:
+    """perf_analyzer's sweep of one server until its capacity (and, for kiln, kiln bench's client at
+    the sweep's ends); the rows in concurrency order and why the sweep stopped."""
     cross: list[dict[str, object]] = []
+    policy = plan.sweep_policy(settings.quick)
+    steps: list[SweepStep] = []
     with PeerProcess(spec) as peer:
         rows = []
-        for c in plan.concurrency:
+        while (decision := next_concurrency(policy, steps)).concurrency is not None:
+            c = decision.concurrency
             try:
-                rows.append(perf_step(peer, plan.name, c, data, settings))
+                row = perf_step(peer, plan.name, c, data, settings)
             except ConfigError as error:  # no stable measurement on a busy machine: note it, go on
                 print(f"[{plan.name}] {spec.kind} c={c}: {str(error).splitlines()[-2:]}", flush=True)
-        if spec.kind == "kiln" and settings.cross_check:
-            ends = (plan.concurrency[0], plan.concurrency[-1])
+                steps.append(SweepStep(c, 0.0, None))
+                continue
+            rows.append(row)
+            steps.append(SweepStep(c, float(row["throughput_per_s"]), float(row["p99_ms"])))  # type: ignore[arg-type]
+        rows.sort(key=lambda r: int(r["concurrency"]))  # type: ignore[call-overload]
+        if spec.kind == "kiln" and settings.cross_check and rows:
+            ends = tuple(sorted({int(rows[0]["concurrency"]), int(rows[-1]["concurrency"])}))  # type: ignore[call-overload]
             cross = [
                 s.to_json() for s in asyncio.run(python_steps(peer.url, plan.name, pool, ends, settings))
             ]
-    print(f"[{plan.name}] {spec.kind}: " + ", ".join(f"{r['label']} {r['throughput_per_s']:.0f}/s "
-          f"p99 {r['p99_ms']:.1f} ms" for r in rows), flush=True)  # fmt: skip
-    return rows, cross
+    shown = ", ".join(f"{r['label']} {r['throughput_per_s']:.0f}/s p99 {r['p99_ms']:.1f} ms" for r in rows)
+    print(f"[{plan.name}] {spec.kind}: {shown}; stopped: {decision.reason}", flush=True)
+    return rows, cross, decision.reason
 
 
 def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, object]:
     size = "tiny" if settings.quick else "full"
-    if settings.quick:  # a smoke test: two steps
-        plan = dataclasses.replace(plan, concurrency=(1, 4))
+    plan = dataclasses.replace(plan, **dict(settings.kiln_overrides))
     folder = prepare_example(work / "examples", plan.name, size)  # type: ignore[arg-type]
     model = folder / f"{plan.name}.onnx"
     artifact, accuracy = kiln_engine(folder, plan.name, size, work / "cache")
@@ -170,17 +201,19 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
     pool = RequestPool.from_samples(folder / "validation", inputs, batch_size=1)
     data = write_input_data(RequestPool(pool.payloads[:256]), work / f"inputs-{plan.name}.json")
     rows: dict[str, list[dict[str, object]]] = {}
+    stops: dict[str, str] = {}
     cross: list[dict[str, object]] = []
-    for variant in VARIANTS:
+    for variant in settings.variants:
         source = artifact if variant == "kiln" else model
         spec = PeerSpec(variant, source, plan.name, max_batch_size=plan.max_batch_size,  # type: ignore[arg-type]
                         max_queue_delay_us=plan.max_queue_delay_us, cache_dir=work / "cache",
-                        dispatch_when_idle=settings.dispatch_when_idle)  # fmt: skip
-        rows[variant], found = measure_variant(spec, plan, pool, data, settings)
+                        dispatch_when_idle=settings.dispatch_when_idle, instances=plan.instances,
+                        intra_op_threads=plan.intra_op_threads)  # fmt: skip
+        rows[variant], found, stops[variant] = measure_variant(spec, plan, pool, data, settings)
         cross = cross or found
     caps = {v: capacity_of(v, [Point(str(r["label"]), float(r["throughput_per_s"]), float(r["p99_ms"]))  # type: ignore[arg-type]
                                for r in rs], plan.slo_ms) for v, rs in rows.items()}  # fmt: skip
-    factor = ratio(caps["kiln"], caps["unoptimized"]).value
+    factor = ratio(caps["kiln"], caps["unoptimized"]).value if {"kiln", "unoptimized"} <= set(caps) else None
     if factor is not None:
         record_efficiency_factor(artifact, factor)
     png = plot(rows, plan, size, settings.out / f"peers-{plan.name}.png")
@@ -188,9 +221,12 @@ def run_model(plan: ModelPlan, settings: Settings, work: Path) -> dict[str, obje
         "model": plan.name, "size": size, "slo_ms": plan.slo_ms, "accuracy": accuracy,
         "kiln_settings": {"max_batch_size": plan.max_batch_size,
                           "max_queue_delay_us": plan.max_queue_delay_us,
-                          "dispatch_when_idle": settings.dispatch_when_idle},
+                          "dispatch_when_idle": settings.dispatch_when_idle,
+                          "instances": plan.instances, "intra_op_threads": plan.intra_op_threads},
+        "sweep": {"policy": dataclasses.asdict(plan.sweep_policy(settings.quick)), "stopped": stops},
         "capacity": {v: c.to_json() for v, c in caps.items()},
-        "ratios": {v: ratio(caps["kiln"], c).value for v, c in caps.items() if v != "kiln"},
+        "ratios": {v: ratio(caps["kiln"], c).value if "kiln" in caps else None
+                   for v, c in caps.items() if v != "kiln"},
         "efficiency_factor": factor, "plot": png.name,
         "peak_per_s": {v: max((float(r["throughput_per_s"]) for r in rs), default=0.0)  # type: ignore[arg-type]
                        for v, rs in rows.items()},
@@ -214,9 +250,8 @@ def plot(rows: dict[str, list[dict[str, object]]], plan: ModelPlan, size: str, p
     ax.set_yscale("log")
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("p99 latency (ms, log scale)")
-    steps = ", ".join(map(str, plan.concurrency))
     ax.set_title(f"{plan.name} ({size}): p99 latency vs throughput\n"
-                 f"closed loop at concurrency {steps}; perf_analyzer over HTTP")  # fmt: skip
+                 "closed-loop concurrency sweep to capacity; perf_analyzer over HTTP")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -241,9 +276,9 @@ def render_markdown(results: dict[str, object]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for m in models:
         caps, ratios = m["capacity"], m["ratios"]
-        cells = [capacity_cell(caps[v]) for v in VARIANTS]
+        cells = [capacity_cell(caps[v]) if v in caps else "not run" for v in VARIANTS]
         shown = [
-            f"{ratios[v]:.2f}" if ratios[v] is not None else "–"
+            f"{ratios[v]:.2f}" if ratios.get(v) is not None else "–"
             for v in ("unoptimized", "fastapi-ort", "litserve")
         ]
         lines.append(f"| {m['model']} | {m['slo_ms']:g} ms | " + " | ".join(cells + shown) + " |")
@@ -251,6 +286,8 @@ def render_markdown(results: dict[str, object]) -> str:
               "|---|---|---|---|---|"]  # fmt: skip
     for m in models:
         for v in VARIANTS:
+            if v not in m["rows"]:
+                continue
             if not m["rows"][v]:
                 lines.append(f"| {m['model']} | {v} | no stable measurement | | |")
                 continue
@@ -258,6 +295,15 @@ def render_markdown(results: dict[str, object]) -> str:
             cells = [f"{peak['throughput_per_s']:,.0f}", f"{peak['label']}, p99 {peak['p99_ms']:.1f} ms",
                      f"{peak['server_cpu_ms_per_request']:.2f}"]  # fmt: skip
             lines.append(f"| {m['model']} | {v} | " + " | ".join(cells) + " |")
+    lines += ["", "Every step (throughput/s, p99 ms) and why each sweep stopped:", "",
+              "| model | server | steps: concurrency → throughput/s, p99 ms | sweep stopped |",
+              "|---|---|---|---|"]  # fmt: skip
+    for m in models:
+        for v, rs in m["rows"].items():
+            cells = ", ".join(
+                f"c={r['concurrency']} → {r['throughput_per_s']:,.0f}, {r['p99_ms']:.1f}" for r in rs
+            )
+            lines.append(f"| {m['model']} | {v} | {cells} | {m['sweep']['stopped'][v]} |")
     lines += [
         "",
         "| model | client | concurrency | throughput/s | p50 ms | p99 ms |",
@@ -287,6 +333,8 @@ def verdict(model: dict[str, object], peer: str, want: float) -> str:
     """Met / missed for "kiln >= want x peer at the SLO"; a peer with no step within the SLO
     while kiln has one counts as met (the ratio is unbounded)."""
     caps = model["capacity"]  # type: ignore[index]
+    if "kiln" not in caps or peer not in caps:
+        return "not measured in this run"
     kiln, other = caps["kiln"], caps[peer]
     if kiln["step"] is None:
         return f"missed: kiln had no step within the SLO (best p99 {kiln['best_p99_ms']:.1f} ms)"
@@ -311,6 +359,16 @@ def parse(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, short steps (a smoke test)")
     parser.add_argument("--models", default="ctr,ranker,cnn")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="servers to measure")
+    for flag, field in (
+        ("--instances", "kiln's instances"),
+        ("--intra-op-threads", "kiln's threads per run"),
+        ("--max-batch-size", "the batch limit"),
+        ("--max-queue-delay-us", "the batching wait"),
+    ):
+        parser.add_argument(
+            flag, type=int, default=None, help=f"{field} for every model (default: per model)"
+        )
     parser.add_argument("--step-s", type=float, default=None, help="measured seconds per step")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
@@ -322,9 +380,15 @@ def parse(argv: list[str] | None) -> Settings:
     unknown = sorted(set(models) - set(PLANS))
     if unknown:
         parser.error(f"unknown models {unknown}; use {sorted(PLANS)}")
+    variants = tuple(v for v in args.variants.split(",") if v)
+    if not variants or set(variants) - set(VARIANTS):
+        parser.error(f"--variants {args.variants!r}: use some of {','.join(VARIANTS)}")
+    fields = ("instances", "intra_op_threads", "max_batch_size", "max_queue_delay_us")
+    overrides = tuple((f, getattr(args, f)) for f in fields if getattr(args, f) is not None)
     step_s = args.step_s or (0.6 if args.quick else 3.0)
     return Settings(args.quick, models, step_s, 0.2 if args.quick else 0.7, args.out, args.work,
-                    not args.no_cross_check, not args.no_dispatch_when_idle)  # fmt: skip
+                    not args.no_cross_check, not args.no_dispatch_when_idle,
+                    tuple(v for v in VARIANTS if v in variants), overrides)  # fmt: skip
 
 
 def _public_args(args: list[str]) -> list[str]:

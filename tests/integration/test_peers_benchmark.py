@@ -27,6 +27,7 @@ def test_quick_run_writes_capacities_ratios_cross_check_and_plot(tmp_path: Path)
         assert [r["label"] for r in rows] == ["c=1", "c=4"]
         assert all(r["throughput_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in rows)
         assert all(r["server_cpu_ms_per_request"] > 0 for r in rows)
+    assert model["sweep"]["stopped"] == dict.fromkeys(model["rows"], "reached max_concurrency 4")
     assert [s["concurrency"] for s in model["kiln_bench_cross_check"]] == [1, 4]
     assert all(s["ok"] > 0 for s in model["kiln_bench_cross_check"])
     assert (out / "peers-ctr.png").stat().st_size > 10_000
