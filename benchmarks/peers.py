@@ -99,7 +99,7 @@ class ModelPlan:
 PLANS = {
     "ctr": ModelPlan("ctr", 5.0, 128, 64, 500),
     "ranker": ModelPlan("ranker", 50.0, 64, 8, 2000, instances=2, intra_op_threads=1),
-    "cnn": ModelPlan("cnn", 200.0, 64, 8, 5000),
+    "cnn": ModelPlan("cnn", 200.0, 64, 4, 2000, instances=2, intra_op_threads=1),
 }
 
 

@@ -46,7 +46,7 @@ class SweepPolicy:
     max_concurrency: int = 256
     max_over_slo: int = 2
     min_gain: float = 0.05
-    patience: int = 2
+    patience: int = 3
     resolution: float = 1.5
 
     def __post_init__(self) -> None:
