@@ -11,7 +11,8 @@ steps. Rules, in order:
 3. Stop when throughput stops rising: the ``patience`` highest measured steps each served less
    than ``1 + min_gain`` times the best throughput of the steps below them.
 4. After a step over the SLO, measure between it and the highest step within the SLO below it
-   (the midpoint), while the two are more than ``resolution`` apart (ratio); then stop.
+   (the midpoint), while the two are more than ``resolution`` apart (ratio); then stop. When no
+   step below it was within the SLO (the first step is over), go on up: rule 2 stops at the next.
 5. Otherwise raise the concurrency by ``growth`` (at least by one), up to ``max_concurrency``.
 """
 
@@ -97,13 +98,19 @@ def next_concurrency(policy: SweepPolicy, steps: Sequence[SweepStep]) -> SweepDe
     stalled = _stalled(ordered, policy)
     if stalled:
         return SweepDecision(None, stalled)
-    if over:
-        return _refine(ordered, over[0], policy)
+    refined = _refine(ordered, over[0], policy) if over else None
+    if refined is not None:
+        return refined
     highest = ordered[-1].concurrency
     nxt = max(highest + 1, round(highest * policy.growth))
     if highest >= policy.max_concurrency:
         return SweepDecision(None, f"reached max_concurrency {policy.max_concurrency}")
-    return SweepDecision(min(nxt, policy.max_concurrency), f"p99 within the SLO at c={highest}: raising")
+    why = (
+        f"p99 over the SLO at c={highest}, the lowest step: raising once more"
+        if over
+        else (f"p99 within the SLO at c={highest}: raising")
+    )
+    return SweepDecision(min(nxt, policy.max_concurrency), why)
 
 
 def _stalled(ordered: Sequence[SweepStep], policy: SweepPolicy) -> str | None:
@@ -122,11 +129,13 @@ def _stalled(ordered: Sequence[SweepStep], policy: SweepPolicy) -> str | None:
     return f"throughput stopped rising ({seen}; best below {best:,.0f}/s)"
 
 
-def _refine(ordered: Sequence[SweepStep], first_over: SweepStep, policy: SweepPolicy) -> SweepDecision:
+def _refine(ordered: Sequence[SweepStep], first_over: SweepStep, policy: SweepPolicy) -> SweepDecision | None:
+    """The midpoint below the first step over the SLO, the end when bracketed, or ``None`` when no
+    step below it was within the SLO (then the ladder goes on up: one step over may be noise)."""
     lower = [s for s in ordered if s.concurrency < first_over.concurrency and within_slo(s, policy)]
     hi = first_over.concurrency
     if not lower:
-        return SweepDecision(None, f"p99 over the SLO at the lowest step, c={hi}")
+        return None
     lo = lower[-1].concurrency
     mid = (lo + hi) // 2
     tried = {s.concurrency for s in ordered}

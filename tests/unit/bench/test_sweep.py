@@ -72,10 +72,12 @@ def test_one_flat_step_is_not_yet_a_plateau() -> None:
     assert next_concurrency(POLICY, steps).concurrency == 8
 
 
-def test_over_the_slo_at_the_lowest_step_stops() -> None:
-    decision = next_concurrency(POLICY, [SweepStep(1, 5.0, 900.0)])
-    assert decision.concurrency is None
-    assert "lowest step" in decision.reason
+def test_over_the_slo_at_the_lowest_step_goes_on_up_once() -> None:
+    decision = next_concurrency(POLICY, [SweepStep(1, 5.0, 201.0)])
+    assert decision.concurrency == 2
+    assert "the lowest step: raising once more" in decision.reason
+    server = {1: (5.0, 201.0), 2: (9.0, 199.0), 4: (12.0, 260.0), 3: (11.0, 230.0)}
+    assert run_ladder(POLICY, server) == [1, 2, 4]  # within at 2 after all; 4 is the second over
 
 
 def test_it_stops_at_max_concurrency() -> None:
