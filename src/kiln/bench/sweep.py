@@ -105,11 +105,9 @@ def next_concurrency(policy: SweepPolicy, steps: Sequence[SweepStep]) -> SweepDe
     nxt = max(highest + 1, round(highest * policy.growth))
     if highest >= policy.max_concurrency:
         return SweepDecision(None, f"reached max_concurrency {policy.max_concurrency}")
-    why = (
-        f"p99 over the SLO at c={highest}, the lowest step: raising once more"
-        if over
-        else (f"p99 within the SLO at c={highest}: raising")
-    )
+    why = f"p99 within the SLO at c={highest}: raising"
+    if over:
+        why = f"p99 over the SLO only at the lowest step, c={over[0].concurrency}: going on up"
     return SweepDecision(min(nxt, policy.max_concurrency), why)
 
 

@@ -75,7 +75,12 @@ def test_one_flat_step_is_not_yet_a_plateau() -> None:
 def test_over_the_slo_at_the_lowest_step_goes_on_up_once() -> None:
     decision = next_concurrency(POLICY, [SweepStep(1, 5.0, 201.0)])
     assert decision.concurrency == 2
-    assert "the lowest step: raising once more" in decision.reason
+    assert decision.reason == "p99 over the SLO only at the lowest step, c=1: going on up"
+    decision = next_concurrency(POLICY, [SweepStep(1, 5.0, 201.0), SweepStep(2, 9.0, 150.0)])
+    assert (decision.concurrency, decision.reason) == (
+        4,
+        "p99 over the SLO only at the lowest step, c=1: going on up",
+    )
     server = {1: (5.0, 201.0), 2: (9.0, 199.0), 4: (12.0, 260.0), 3: (11.0, 230.0)}
     assert run_ladder(POLICY, server) == [1, 2, 4]  # within at 2 after all; 4 is the second over
 
