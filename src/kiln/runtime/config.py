@@ -125,12 +125,12 @@ class VersionPolicy:
             requests still queued for it after that fail with ``NotReady``.
         check_finite: fail a new version whose warm-up outputs hold NaN or Inf.
         rollback_depth: earlier versions remembered for ``rollback()``.
-        warmup_batch_sizes: the batch sizes a new version is warmed up and checked on. ``None``
-            (the default): 1, every preferred size and ``max_batch_size``, which engines that
-            prepare each shape on first use (TensorRT profiles, CUDA graphs) need. Engines whose
-            first run at a new size costs no more than the next (ONNX Runtime on CPU) can warm up
-            on ``(1,)`` alone: a swap then costs one small run instead of a run of every size,
-            which on a CPU the serving version feels as lost cores.
+        warmup_batch_sizes: the batch sizes a new version's engines are warmed up and checked
+            on. ``None`` (the default): each engine's own plan (``kiln.runtime.warmup``): 1, every
+            preferred size and ``max_batch_size`` for engines that prepare each shape on first use
+            (``prepares_per_shape``: TensorRT profiles, CUDA graphs); batch 1 alone for engines
+            that run any size unprepared (ONNX Runtime on CPU), where a run of every size would
+            only take cores from the version still serving. Given, it overrides both plans.
     """
 
     max_loaded_versions: int = 1

@@ -269,8 +269,11 @@ class LoadedVersion:
     def create_instance(self, route: Route) -> Instance:
         return FaultyInstance(self.engines[route].create_instance(), self._injectors[route])
 
-    def start_pools(self, feeds: Sequence[Tensors]) -> dict[Route, list[list[dict[str, Array]]]]:
-        """Start every pool and warm each instance on ``feeds``; outputs per route and instance."""
+    def start_pools(
+        self, feeds: Mapping[Route, Sequence[Tensors]]
+    ) -> dict[Route, list[list[dict[str, Array]]]]:
+        """Start every pool and warm each instance on its route's ``feeds``; outputs per route and
+        instance."""
         outputs: dict[Route, list[list[dict[str, Array]]]] = {}
         for route in self.engines:
             count = (
@@ -283,7 +286,7 @@ class LoadedVersion:
                 on_rebuild=lambda: self.stats.count(Counter.INSTANCE_REBUILDS),
             )
             self.pools[route] = pool
-            outputs[route] = pool.start(feeds)
+            outputs[route] = pool.start(feeds.get(route, ()))
         return outputs
 
     def run_once(self, route: Route, feed: Tensors) -> dict[str, Array]:
