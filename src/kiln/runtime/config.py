@@ -38,7 +38,9 @@ class BatchingConfig:
             that reaches one runs at once without waiting for ``max_queue_delay_us``, provided it
             takes more of the waiting rows than it leaves behind.
         pad_to_preferred: pad a batch with zero rows up to the nearest preferred size (or
-            ``max_batch_size``); the padding rows are sliced off the results.
+            ``max_batch_size``, for engines that prepare each shape; an engine that runs any
+            shape, such as ONNX Runtime on CPU, runs a batch above the largest preferred size on
+            its rows); the padding rows are sliced off the results.
         max_queue_size: requests waiting (not yet running) at most; one more is rejected at once
             with ``Overloaded``.
         dispatch_when_idle: when no batch of the model is running and an instance is free, run

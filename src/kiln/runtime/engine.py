@@ -18,11 +18,11 @@ from typing import NoReturn
 import numpy as np
 
 from kiln._clock import Clock
-from kiln.compile.backends.base import Engine, Instance
+from kiln.compile.backends.base import Engine, Instance, prepares_per_shape
 from kiln.errors import EngineDead, EngineFailed, InvalidInput, KilnError, NotReady, describe
 from kiln.model.signature import check_inputs
 from kiln.runtime.batching.batcher import BatchOutcome
-from kiln.runtime.batching.buckets import assemble, split
+from kiln.runtime.batching.buckets import assemble, pad_sizes, split
 from kiln.runtime.batching.policy import BatchKey
 from kiln.runtime.checks import check_outputs, is_batchable, warmup_batch
 from kiln.runtime.config import ModelConfig
@@ -114,6 +114,13 @@ class LoadedVersion:
         self._injectors = injectors
         self._names = tuple(spec.name for spec in self.inputs)
         self._max_rows = config.batching.max_batch_size
+        batching = config.batching
+        self.pad_sizes = pad_sizes(
+            batching.preferred_batch_sizes,
+            batching.max_batch_size,
+            pad_to_preferred=batching.pad_to_preferred,
+            prepares_per_shape=prepares_per_shape(engine),
+        )
         self.engines: dict[Route, Engine] = {Route.PRIMARY: engine}
         if fallback is not None:
             self.engines[Route.FALLBACK] = fallback
