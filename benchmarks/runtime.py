@@ -98,6 +98,7 @@ class Settings:
     models: tuple[str, ...] = ("ctr", "cnn")
     parts: tuple[str, ...] = ("swaps", "fault", "batching")
     warmups: tuple[str, ...] = ("default", "every")
+    swap_rate: float | None = None
 
 
 def _config(instances: int, batch: int, delay_us: int) -> ModelConfig:
@@ -133,7 +134,8 @@ async def run_model(plan: ModelPlan, settings: Settings, root: Path) -> tuple[Ou
         sizes = warmup_override(name, plan.config.batching)
         config = replace(plan.config, versions=replace(plan.config.versions, warmup_batch_sizes=sizes))
         variant = WARMUPS[name]
-        swaps[variant] = await swap_soak(prepared, config, rate=plan.swap_rate, swaps=settings.swaps,
+        swaps[variant] = await swap_soak(prepared, config, rate=settings.swap_rate or plan.swap_rate,
+                                         swaps=settings.swaps,
                                          every_s=settings.swap_every_s or plan.swap_every_s)  # fmt: skip
         print(f"[{plan.name}] swaps done ({variant})", flush=True)
     fault = None
@@ -189,6 +191,9 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--swaps", type=int, default=None, help="versions loaded during the swap soak")
     parser.add_argument("--swap-every-s", type=float, default=None)
+    parser.add_argument(
+        "--swap-rate", type=float, default=None, help="requests/s of the swap soaks (default: per model)"
+    )
     parser.add_argument("--step-s", type=float, default=None, help="measured seconds per sweep step")
     parser.add_argument("--rate-factor", type=float, default=None, help="rate step of the sweeps")
     parser.add_argument("--models", default="ctr,cnn", help="comma-separated: ctr, cnn")
@@ -219,6 +224,7 @@ def parse(argv: list[str] | None) -> Settings:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
         warmups=warmups,
+        swap_rate=args.swap_rate,
     )
 
 
