@@ -2,6 +2,7 @@
 
     python benchmarks/runtime.py --out bench-out            # full-size ctr and cnn, ~15 minutes
     python benchmarks/runtime.py --quick --out /tmp/quick   # tiny models, seconds (a smoke run)
+    python benchmarks/runtime.py --parts swaps --warmups default,every,batch1 --out bench-out
 
 Everything runs in one process on kiln's ONNX Runtime engines, built through the engine cache from
 the example models (``kiln.examples``), under open-loop (Poisson) load from ``kiln.bench``:
@@ -9,7 +10,8 @@ the example models (``kiln.examples``), under open-loop (Poisson) load from ``ki
 1. **Swaps**: a fixed rate for the whole soak while a driver loads a new version (the same model
    with other weights, seeds 1..3 in turn) every ``--swap-every-s``. A *swap window* runs from the
    start of a load to 1 s after the replaced version is released; the rest is *steady state*.
-   Target: p99 in swap windows <= 1.25 x steady p99, and no failed request.
+   Target: p99 in swap windows <= 1.25 x steady p99, and no failed request. One soak per warm-up
+   policy named in ``--warmups`` (default: ``default,every``), one after the other in the same run.
 2. **Fault**: one transient ``EngineFailed`` injected (``FaultSpec(fail_next=1)``) every 0.5 s at a
    low rate; the latency of the requests whose batch was retried vs the others. Target: <= 10 ms added.
 3. **Batching**: open-loop rates rising by ``--rate-factor`` for dynamic batching, one request per
@@ -29,6 +31,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -43,8 +46,25 @@ from runtime_summary import summarize
 from kiln.bench import BenchReport, describe_machine, render_markdown
 from kiln.bench.plots import plot_latency_throughput, plot_timeline
 from kiln.runtime import BatchingConfig, FallbackConfig, ModelConfig, VersionPolicy
+from kiln.runtime.batching.buckets import warmup_sizes
 
-WARMUPS: dict[str, tuple[int, ...] | None] = {"warm-up on every batch size": None, "warm-up on batch 1": (1,)}
+WARMUPS: dict[str, str] = {
+    "default": "warm-up: the engine's plan",
+    "every": "warm-up on every batch size",
+    "batch1": "warm-up on batch 1",
+}
+"""``--warmups`` names and their labels in the report: the runtime's default (each engine's
+``warmup_plan``: batch 1 for ONNX Runtime on CPU), every batch size the model serves (1, the
+preferred sizes and the maximum, what engines that prepare each shape get), or batch 1."""
+
+
+def warmup_override(name: str, batching: BatchingConfig) -> tuple[int, ...] | None:
+    """``VersionPolicy.warmup_batch_sizes`` for a ``--warmups`` name (``None``: the engine's plan)."""
+    if name == "default":
+        return None
+    if name == "every":
+        return warmup_sizes(batching.preferred_batch_sizes, batching.max_batch_size)
+    return (1,)
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,8 @@ class Settings:
     out: Path
     models: tuple[str, ...] = ("ctr", "cnn")
     parts: tuple[str, ...] = ("swaps", "fault", "batching")
+    warmups: tuple[str, ...] = ("default", "every")
+    swap_rate: float | None = None
 
 
 def _config(instances: int, batch: int, delay_us: int) -> ModelConfig:
@@ -108,9 +130,12 @@ async def run_model(plan: ModelPlan, settings: Settings, root: Path) -> tuple[Ou
     prepared = prepare(plan.name, plan.size, root, max_batch_size=plan.config.batching.max_batch_size)
     print(f"[{plan.name}] engines ready: {len(prepared.artifacts)} versions", flush=True)
     swaps = {}
-    for variant, sizes in WARMUPS.items() if "swaps" in settings.parts else ():
+    for name in settings.warmups if "swaps" in settings.parts else ():
+        sizes = warmup_override(name, plan.config.batching)
         config = replace(plan.config, versions=replace(plan.config.versions, warmup_batch_sizes=sizes))
-        swaps[variant] = await swap_soak(prepared, config, rate=plan.swap_rate, swaps=settings.swaps,
+        variant = WARMUPS[name]
+        swaps[variant] = await swap_soak(prepared, config, rate=settings.swap_rate or plan.swap_rate,
+                                         swaps=settings.swaps,
                                          every_s=settings.swap_every_s or plan.swap_every_s)  # fmt: skip
         print(f"[{plan.name}] swaps done ({variant})", flush=True)
     fault = None
@@ -129,8 +154,11 @@ async def run_model(plan: ModelPlan, settings: Settings, root: Path) -> tuple[Ou
     return Outcome(plan.name, plan.bound_ms, every_s, swaps, fault, sweeps), prepared
 
 
-def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, command: str) -> str:
+def write_outputs(
+    outcomes: list[Outcome], settings: Settings, started: str, command: str, load_at_start: float
+) -> str:
     machine = describe_machine()
+    load = f"1-minute load average: {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
     report = BenchReport(
         title="kiln runtime benchmarks",
         model=", ".join(o.model for o in outcomes),
@@ -138,7 +166,7 @@ def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, com
         started_at=started,
         variants={f"{o.model} {mode}": tuple(steps) for o in outcomes for mode, steps in o.sweeps.items()},
         soaks={f"{o.model} swaps, {v}": soak for o in outcomes for v, soak in o.swaps.items()},
-        notes=(f"command: {command}",),
+        notes=(f"command: {command}", load),
     )
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +178,7 @@ def write_outputs(outcomes: list[Outcome], settings: Settings, started: str, com
         for number, (variant, soak) in enumerate(o.swaps.items()):
             title = f"{o.model}: latency over time, a new version every {o.swap_every_s:g} s ({variant})"
             plot_timeline(soak, out / f"{o.model}-swaps-{number + 1}.png", title=title)
-    text = summarize(outcomes, machine.line(), started, command) + "\n" + render_markdown(report)
+    text = summarize(outcomes, f"{machine.line()}; {load}", started, command) + "\n" + render_markdown(report)
     (out / "runtime.md").write_text(text)
     return text
 
@@ -163,13 +191,26 @@ def parse(argv: list[str] | None) -> Settings:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--swaps", type=int, default=None, help="versions loaded during the swap soak")
     parser.add_argument("--swap-every-s", type=float, default=None)
+    parser.add_argument(
+        "--swap-rate", type=float, default=None, help="requests/s of the swap soaks (default: per model)"
+    )
     parser.add_argument("--step-s", type=float, default=None, help="measured seconds per sweep step")
     parser.add_argument("--rate-factor", type=float, default=None, help="rate step of the sweeps")
     parser.add_argument("--models", default="ctr,cnn", help="comma-separated: ctr, cnn")
     parser.add_argument(
         "--parts", default="swaps,fault,batching", help="comma-separated: swaps, fault, batching"
     )
+    parser.add_argument(
+        "--warmups",
+        default="default,every",
+        help="warm-up policies of the swap soaks, one soak each, side by side: comma-separated "
+        "default (the engine's plan), every (every batch size), batch1",
+    )
     args = parser.parse_args(argv)
+    warmups = tuple(w.strip() for w in args.warmups.split(",") if w.strip())
+    unknown = [w for w in warmups if w not in WARMUPS]
+    if unknown or not warmups:
+        parser.error(f"--warmups {args.warmups!r}: unknown {unknown}; use some of {', '.join(WARMUPS)}")
     quick = bool(args.quick)
     return Settings(
         quick=quick,
@@ -182,6 +223,8 @@ def parse(argv: list[str] | None) -> Settings:
         out=args.out,
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
+        warmups=warmups,
+        swap_rate=args.swap_rate,
     )
 
 
@@ -189,6 +232,7 @@ def main(argv: list[str] | None = None, *, only: Callable[[ModelPlan], bool] | N
     settings = parse(argv)
     logging.getLogger("kiln.runtime").setLevel(logging.ERROR)  # injected faults log a warning each
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load_at_start = os.getloadavg()[0]
     command = "python benchmarks/runtime.py " + " ".join(argv if argv is not None else sys.argv[1:])
     outcomes: list[Outcome] = []
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
@@ -199,7 +243,7 @@ def main(argv: list[str] | None = None, *, only: Callable[[ModelPlan], bool] | N
             with contextlib.suppress(Exception):
                 prepared.close()
             outcomes.append(outcome)
-    print(write_outputs(outcomes, settings, started, command))
+    print(write_outputs(outcomes, settings, started, command, load_at_start))
     return 0
 
 

@@ -187,6 +187,14 @@ class VersionPolicyConfig(_Section):
         le=3600.0,
         description="Longest a replaced version may take to finish its requests.",
     )
+    warmup_batch_sizes: tuple[int, ...] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Batch sizes a new version is warmed up and checked on, each in 1..max_batch_size; "
+        "unset: the engine's plan (every bucket for engines that prepare each shape, such as TensorRT "
+        "and torch; batch 1 for ONNX Runtime on CPU).",
+    )
 
     @model_validator(mode="after")
     def _one_choice(self) -> VersionPolicyConfig:
@@ -256,6 +264,7 @@ class ModelRepoConfig(_Section):
                 )
         for name, profile in self.profiles.items():
             _check_profile(name, profile, self.max_batch_size)
+        _check_warmup_sizes(self.version_policy.warmup_batch_sizes, self.max_batch_size)
         if self.accuracy.max_accuracy_drop is not None and not self.has_check_samples:
             raise ValueError(
                 f"accuracy.max_accuracy_drop ({self.accuracy.max_accuracy_drop}) needs samples to measure "
@@ -291,6 +300,19 @@ def _check_profile(name: str, profile: ProfileConfig, max_batch_size: int) -> No
         raise ValueError(
             f"profiles.{name} allows batch {profile.max[0]}, above max_batch_size {max_batch_size}"
         )
+
+
+def _check_warmup_sizes(sizes: tuple[int, ...] | None, max_batch_size: int) -> None:
+    if sizes is None:
+        return
+    bad = [size for size in sizes if not 1 <= size <= max_batch_size]
+    if bad:
+        raise ValueError(
+            f"version_policy.warmup_batch_sizes {list(sizes)} must lie in 1..max_batch_size "
+            f"({max_batch_size}), seen {bad}; e.g. [1], or remove the key to let the engine decide"
+        )
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"version_policy.warmup_batch_sizes {list(sizes)} repeat a size; list each once")
 
 
 DEFAULT_CONFIG = ModelRepoConfig()

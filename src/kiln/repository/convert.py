@@ -93,8 +93,16 @@ def runtime_config(config: ModelRepoConfig, *, batchable: bool = True) -> ModelC
         versions=VersionPolicy(
             max_loaded_versions=max(served, policy.keep_loaded or served),
             drain_timeout_s=policy.drain_timeout_s,
+            warmup_batch_sizes=_warmup_sizes(policy.warmup_batch_sizes, max_batch),
         ),
     )
+
+
+def _warmup_sizes(sizes: tuple[int, ...] | None, max_batch: int) -> tuple[int, ...] | None:
+    """The configured warm-up sizes that fit ``max_batch`` (1 for a model without batch axis)."""
+    if sizes is None:
+        return None
+    return tuple(s for s in sizes if s <= max_batch) or (1,)
 
 
 def build_signature(config: ModelRepoConfig) -> str:

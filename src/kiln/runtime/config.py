@@ -38,7 +38,9 @@ class BatchingConfig:
             that reaches one runs at once without waiting for ``max_queue_delay_us``, provided it
             takes more of the waiting rows than it leaves behind.
         pad_to_preferred: pad a batch with zero rows up to the nearest preferred size (or
-            ``max_batch_size``); the padding rows are sliced off the results.
+            ``max_batch_size``, for engines that prepare each shape; an engine that runs any
+            shape, such as ONNX Runtime on CPU, runs a batch above the largest preferred size on
+            its rows); the padding rows are sliced off the results.
         max_queue_size: requests waiting (not yet running) at most; one more is rejected at once
             with ``Overloaded``.
         dispatch_when_idle: when no batch of the model is running and an instance is free, run
@@ -125,12 +127,12 @@ class VersionPolicy:
             requests still queued for it after that fail with ``NotReady``.
         check_finite: fail a new version whose warm-up outputs hold NaN or Inf.
         rollback_depth: earlier versions remembered for ``rollback()``.
-        warmup_batch_sizes: the batch sizes a new version is warmed up and checked on. ``None``
-            (the default): 1, every preferred size and ``max_batch_size``, which engines that
-            prepare each shape on first use (TensorRT profiles, CUDA graphs) need. Engines whose
-            first run at a new size costs no more than the next (ONNX Runtime on CPU) can warm up
-            on ``(1,)`` alone: a swap then costs one small run instead of a run of every size,
-            which on a CPU the serving version feels as lost cores.
+        warmup_batch_sizes: the batch sizes a new version's engines are warmed up and checked
+            on. ``None`` (the default): each engine's own plan (``kiln.runtime.warmup``): 1, every
+            preferred size and ``max_batch_size`` for engines that prepare each shape on first use
+            (``prepares_per_shape``: TensorRT profiles, CUDA graphs); batch 1 alone for engines
+            that run any size unprepared (ONNX Runtime on CPU), where a run of every size would
+            only take cores from the version still serving. Given, it overrides both plans.
     """
 
     max_loaded_versions: int = 1

@@ -18,11 +18,11 @@ from typing import NoReturn
 import numpy as np
 
 from kiln._clock import Clock
-from kiln.compile.backends.base import Engine, Instance
+from kiln.compile.backends.base import Engine, Instance, prepares_per_shape
 from kiln.errors import EngineDead, EngineFailed, InvalidInput, KilnError, NotReady, describe
 from kiln.model.signature import check_inputs
 from kiln.runtime.batching.batcher import BatchOutcome
-from kiln.runtime.batching.buckets import assemble, split
+from kiln.runtime.batching.buckets import assemble, pad_sizes, split
 from kiln.runtime.batching.policy import BatchKey
 from kiln.runtime.checks import check_outputs, is_batchable, warmup_batch
 from kiln.runtime.config import ModelConfig
@@ -114,6 +114,13 @@ class LoadedVersion:
         self._injectors = injectors
         self._names = tuple(spec.name for spec in self.inputs)
         self._max_rows = config.batching.max_batch_size
+        batching = config.batching
+        self.pad_sizes = pad_sizes(
+            batching.preferred_batch_sizes,
+            batching.max_batch_size,
+            pad_to_preferred=batching.pad_to_preferred,
+            prepares_per_shape=prepares_per_shape(engine),
+        )
         self.engines: dict[Route, Engine] = {Route.PRIMARY: engine}
         if fallback is not None:
             self.engines[Route.FALLBACK] = fallback
@@ -269,8 +276,11 @@ class LoadedVersion:
     def create_instance(self, route: Route) -> Instance:
         return FaultyInstance(self.engines[route].create_instance(), self._injectors[route])
 
-    def start_pools(self, feeds: Sequence[Tensors]) -> dict[Route, list[list[dict[str, Array]]]]:
-        """Start every pool and warm each instance on ``feeds``; outputs per route and instance."""
+    def start_pools(
+        self, feeds: Mapping[Route, Sequence[Tensors]]
+    ) -> dict[Route, list[list[dict[str, Array]]]]:
+        """Start every pool and warm each instance on its route's ``feeds``; outputs per route and
+        instance."""
         outputs: dict[Route, list[list[dict[str, Array]]]] = {}
         for route in self.engines:
             count = (
@@ -283,7 +293,7 @@ class LoadedVersion:
                 on_rebuild=lambda: self.stats.count(Counter.INSTANCE_REBUILDS),
             )
             self.pools[route] = pool
-            outputs[route] = pool.start(feeds)
+            outputs[route] = pool.start(feeds.get(route, ()))
         return outputs
 
     def run_once(self, route: Route, feed: Tensors) -> dict[str, Array]:

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TypeAlias, cast
 
-from kiln.compile.backends.base import Engine
+from kiln.compile.backends.base import Engine, prepares_per_shape
 from kiln.errors import ConfigError, describe
-from kiln.runtime.batching.buckets import warmup_sizes
 from kiln.runtime.checks import GoldenSet, check_outputs, compare_golden, warmup_batch
 from kiln.runtime.engine import LoadedVersion
 from kiln.runtime.fallback import Route
 from kiln.runtime.lifecycle import VersionLifecycle, VersionState, VersionStatus
 from kiln.runtime.memory import budget_problem
+from kiln.runtime.warmup import WarmupPlan, warmup_plan
 from kiln.types import Array
 
 log = logging.getLogger("kiln.runtime")
@@ -138,16 +138,17 @@ def build_version(
         _fail(lifecycle, "does not fit the model: " + "; ".join(problems), version)
         return None
     lifecycle.move(VersionState.WARMING)
-    sizes = version.config.versions.warmup_batch_sizes or warmup_sizes(
-        version.config.batching.preferred_batch_sizes, version.config.batching.max_batch_size
-    )
-    sizes = sizes if version.batchable else (1,)
+    plans = warmup_plans(version)
+    feeds = {
+        route: [warmup_batch(version.inputs, version.profiles, rows) for rows in plan.sizes]
+        for route, plan in plans.items()
+    }
     try:
-        warm = version.start_pools([warmup_batch(version.inputs, version.profiles, rows) for rows in sizes])
+        warm = version.start_pools(feeds)
     except Exception as exc:
         _fail(lifecycle, f"warm-up failed: {type(exc).__name__}: {exc}", version)
         return None
-    problems = _warmup_problems(version, sizes, warm, check_finite)
+    problems = _warmup_problems(version, plans, warm, check_finite)
     problems = problems or _budget(version, "with its instances warmed up", resident_bytes)
     if not problems and source.golden is not None:
         problems = _golden_problems(version, source.golden)
@@ -156,6 +157,20 @@ def build_version(
         return None
     lifecycle.move(VersionState.READY)
     return version
+
+
+def warmup_plans(version: LoadedVersion) -> dict[Route, WarmupPlan]:
+    """Each engine's warm-up plan (:func:`warmup_plan`), from what it declares and the model config."""
+    plans: dict[Route, WarmupPlan] = {}
+    for route, engine in version.engines.items():
+        plans[route] = warmup_plan(
+            prepares_per_shape=prepares_per_shape(engine),
+            batching=version.config.batching,
+            configured=version.config.versions.warmup_batch_sizes,
+            batchable=version.batchable,
+        )
+        log.info("%s:%s warms the %s on %s", version.model, version.version, route, plans[route].describe())
+    return plans
 
 
 def fit_problems(version: LoadedVersion) -> list[str]:
@@ -198,14 +213,14 @@ def _budget(version: LoadedVersion, stage: str, resident_bytes: Callable[[], int
 
 def _warmup_problems(
     version: LoadedVersion,
-    sizes: tuple[int, ...],
+    plans: Mapping[Route, WarmupPlan],
     warm: dict[Route, list[list[dict[str, Array]]]],
     check_finite: bool,
 ) -> list[str]:
     found: dict[str, None] = {}
     for route, per_instance in warm.items():
         for outputs in per_instance:
-            for rows, out in zip(sizes, outputs, strict=True):
+            for rows, out in zip(plans[route].sizes, outputs, strict=True):
                 expected_rows = rows if version.batchable else None
                 for problem in check_outputs(version.outputs, out, expected_rows, check_finite=check_finite):
                     found[f"{route} batch {rows}: {problem}"] = None

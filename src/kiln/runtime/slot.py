@@ -2,8 +2,8 @@
 back through :meth:`load_version`, :meth:`unload` and :meth:`rollback`, which return at once and
 do their work on the model's control thread, never on the request path.
 
-A new version is loaded, warmed up on every batch bucket and checked while the active version keeps
-serving; then one reference swap makes it active. Each request is pinned to the version it was
+A new version is loaded, warmed up (on the batch sizes its engine needs) and checked while the active
+version keeps serving; then one reference swap makes it active. Each request is pinned to the version it was
 admitted on and finishes there. The replaced version drains (bounded by ``drain_timeout_s``) and is
 released, unless the version policy keeps it loaded for an instant rollback.
 """
@@ -148,7 +148,7 @@ class ModelSlot:
         """Start loading ``version`` in the background; returns at once.
 
         ``engine`` (and ``fallback``, the engine used while the primary is unhealthy or dead) is a
-        loaded Engine or a factory. The version is warmed up on every batch bucket and checked
+        loaded Engine or a factory. The version is warmed up (``kiln.runtime.warmup``) and checked
         (outputs vs signature, NaN/Inf, ``golden`` within its tolerance) before one atomic swap
         makes it active. On any failure it is FAILED with the reason and never serves.
         """

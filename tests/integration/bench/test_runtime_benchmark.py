@@ -24,7 +24,7 @@ def test_quick_runtime_benchmark(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "runtime.json").read_text())
-    assert len(report["soaks"]) == 4  # two models, two warm-up policies
+    assert len(report["soaks"]) == 4  # two models, two warm-up policies (--warmups default,every)
     assert {name.split(" ")[0] for name in report["soaks"]} == {"ctr", "cnn"}
     for soak in report["soaks"].values():
         kinds = {m["kind"] for m in soak["markers"]}

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from kiln.compile.artifact import write_manifest
-from kiln.compile.backends.base import Engine, Instance, LoadOptions
+from kiln.compile.backends.base import Engine, Instance, LoadOptions, prepares_per_shape
 from kiln.compile.registry import create_backend
 from kiln.compile.spec import BuildSpec
 from kiln.model.source import Fingerprint, ModelSource
@@ -93,6 +93,10 @@ class CountingEngine:
     @property
     def max_batch_size(self) -> int:
         return self._inner.max_batch_size
+
+    @property
+    def prepares_per_shape(self) -> bool:
+        return prepares_per_shape(self._inner)
 
     def create_instance(self) -> CountingInstance:
         instance = CountingInstance(self._inner.create_instance(), self)

@@ -98,6 +98,22 @@ def test_a_cancelled_request_is_dropped_before_the_engine_sees_it(build: EngineB
     asyncio.run(main())
 
 
+def test_onnxruntime_runs_a_batch_above_the_preferred_sizes_on_its_rows(build: EngineBuilder) -> None:
+    clock = FakeClock()
+
+    async def main() -> None:
+        runtime, _, engine = await loaded(build, clock, delay_us=0, preferred=(4,), max_batch_size=8)
+        assert engine.prepares_per_shape is False
+        x = rows(6, seed=3)
+        result = await runtime.infer("ctr", x)
+        assert result.batch_rows == 6  # not padded to max_batch_size 8: ONNX Runtime runs any size
+        np.testing.assert_allclose(result.outputs["y"], x["x"] + 1.0, atol=1e-6)
+        assert runtime.model("ctr").stats().model.padding_rows == 0
+        await runtime.aclose()
+
+    asyncio.run(main())
+
+
 def test_padding_to_a_preferred_size_is_sliced_off_the_results(build: EngineBuilder) -> None:
     clock = FakeClock()
 

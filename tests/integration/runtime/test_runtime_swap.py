@@ -110,3 +110,18 @@ def test_rollback_under_load_returns_to_the_previous_version(build: EngineBuilde
         await runtime.aclose()
 
     asyncio.run(main())
+
+
+def test_an_onnxruntime_version_warms_up_on_batch_one_and_is_still_checked(build: EngineBuilder) -> None:
+    async def main() -> None:
+        runtime = Runtime()
+        runtime.add_model("ctr", config(num_instances=2, preferred=(4,), max_batch_size=8))
+        engine = build(add_model(1.0))
+        assert (await runtime.load_version("ctr", "1", engine).wait(30)).state is VersionState.READY
+        assert engine.num_runs == 2  # one batch-1 run per instance, not 1, 4 and 8
+        broken = await runtime.load_version("ctr", "2", build(nan_model())).wait(30)
+        assert broken.state is VersionState.FAILED
+        assert broken.reason == "check failed: primary batch 1: output 'y' holds NaN or Inf"
+        await runtime.aclose()
+
+    asyncio.run(main())

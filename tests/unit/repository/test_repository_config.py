@@ -146,6 +146,8 @@ def test_allowed_keys_walks_sections_and_profiles() -> None:
         ("version_policy: {latest: 0}", "version_policy.latest"),
         ("version_policy: {specific: []}", "version_policy.specific"),
         ("version_policy: {keep_loaded: 99}", "version_policy.keep_loaded"),
+        ("version_policy: {warmup_batch_sizes: []}", "version_policy.warmup_batch_sizes"),
+        ("version_policy: {warmup_batch_sizes: one}", "version_policy.warmup_batch_sizes"),
         ("completeness: sometimes", "completeness"),
         ("fallback: {precision: fp64}", "fallback.precision"),
     ],
@@ -169,6 +171,15 @@ def test_bad_values_name_the_key(text: str, expected: str) -> None:
         ("accuracy: {max_accuracy_drop: 0.1}", "needs samples to measure on"),
         ("version_policy: {latest: 2, specific: [1]}", "latest (2) or specific ([1]), not both"),
         ("version_policy: {specific: [0]}", "positive integers"),
+        (
+            "max_batch_size: 8\nversion_policy: {warmup_batch_sizes: [1, 16]}",
+            "version_policy.warmup_batch_sizes [1, 16] must lie in 1..max_batch_size (8), seen [16]",
+        ),
+        (
+            "version_policy: {warmup_batch_sizes: [0, 4]}",
+            "version_policy.warmup_batch_sizes [0, 4] must lie in 1..max_batch_size (32), seen [0]",
+        ),
+        ("version_policy: {warmup_batch_sizes: [4, 4]}", "[4, 4] repeat a size"),
         ("fallback: {precision: fp32}", "is the primary engine again"),
     ],
 )
@@ -238,6 +249,14 @@ def test_runtime_config_follows_the_config() -> None:
     assert runtime_config(DEFAULT_CONFIG).batching.dispatch_when_idle
     assert config.versions.max_loaded_versions == 3
     assert config.versions.drain_timeout_s == 5
+
+
+def test_warmup_batch_sizes_reach_the_runtime_and_default_to_the_engine_plan() -> None:
+    assert runtime_config(DEFAULT_CONFIG).versions.warmup_batch_sizes is None
+    config = runtime_config(parse("max_batch_size: 16\nversion_policy: {warmup_batch_sizes: [8, 1]}"))
+    assert config.versions.warmup_batch_sizes == (1, 8)
+    no_axis = runtime_config(parse("version_policy: {warmup_batch_sizes: [4]}"), batchable=False)
+    assert (no_axis.batching.max_batch_size, no_axis.versions.warmup_batch_sizes) == (1, (1,))
 
 
 def test_keep_loaded_defaults_to_the_versions_served() -> None:

@@ -3,6 +3,7 @@
 ``FakeEngine(c)`` computes ``y = x + c`` on ``x[N, 4]`` float32, can hold a big numpy buffer as its
 "weights" (so tests can see memory come and go), counts runs and open instances, and can be told to
 fail: when creating an instance, or on runs (with a given exception), or to block on a gate.
+``prepares_per_shape`` is declared only when given.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ class FakeEngine:
         inputs: tuple[TensorSpec, ...] | None = None,
         outputs: tuple[TensorSpec, ...] | None = None,
         profiles: tuple[ShapeProfile, ...] = (),
+        prepares_per_shape: bool | None = None,
     ) -> None:
+        if prepares_per_shape is not None:  # None: declares nothing, like an engine without the property
+            self.prepares_per_shape = prepares_per_shape
         self.constant = constant
         self.weights: Array | None = np.ones(weights_bytes // 8) if weights_bytes else None
         self.max_batch_size = max_batch_size

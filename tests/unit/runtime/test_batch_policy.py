@@ -110,6 +110,18 @@ def test_without_preferred_sizes_nothing_is_padded() -> None:
     assert plan([Req(1, rows=3)], now_s=1.0).padded_rows == 3
 
 
+def test_each_version_is_padded_to_its_own_sizes() -> None:
+    lim = limits(max_batch_size=16, preferred=(4, 8))
+    queue = [Req(1, rows=10, key=(1, SHAPE)), Req(2, rows=10, arrival_s=0.5, key=(2, SHAPE))]
+    pads = {1: (4, 8), 2: (4, 8, 16)}
+    first = plan_batch(queue, now_s=1.0, limits=lim, runnable={1}, pad_sizes=pads)
+    assert (first.key, first.rows, first.padded_rows) == ((1, SHAPE), 10, 10)
+    second = plan_batch(queue, now_s=1.0, limits=lim, runnable={2}, pad_sizes=pads)
+    assert (second.key, second.rows, second.padded_rows) == ((2, SHAPE), 10, 16)
+    unnamed = plan_batch(queue, now_s=1.0, limits=lim, runnable={2}, pad_sizes={1: ()})
+    assert unnamed.padded_rows == 16  # limits.pad_sizes: the buckets of a per-shape engine
+
+
 def test_requests_with_other_shapes_or_versions_are_not_joined() -> None:
     queue = [
         Req(1, key=(1, ((4,),))),

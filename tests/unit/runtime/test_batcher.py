@@ -21,8 +21,8 @@ KEY = ((4,),)
 
 
 class FakeRunner:
-    def __init__(self, load_id: int = 1, capacity: int = 1) -> None:
-        self.load_id, self.capacity = load_id, capacity
+    def __init__(self, load_id: int = 1, capacity: int = 1, pad_sizes: tuple[int, ...] = ()) -> None:
+        self.load_id, self.capacity, self.pad_sizes = load_id, capacity, pad_sizes
         self.calls: list[tuple[int, int]] = []
         self.gate: asyncio.Event | None = None
         self.error: Exception | None = None
@@ -235,6 +235,20 @@ def test_outputs_are_split_back_in_order() -> None:
         for s in served:
             assert s.outcome.outputs[s.index]["y"].shape[0] in (1, 2)
         np.testing.assert_array_equal(served[0].outcome.outputs[0]["y"][0], np.arange(4) + 1001)
+        await b.aclose(NotReady("bye"))
+
+    asyncio.run(main())
+
+
+def test_a_batch_is_padded_to_its_runners_sizes() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        exact, bucketed = FakeRunner(load_id=1), FakeRunner(load_id=2, pad_sizes=(4, 8))
+        b = batcher(clock, delay_us=0)
+        futures = [submit(b, runner, clock, rows=3)[1] for runner in (exact, bucketed)]
+        served = await asyncio.gather(*futures)
+        assert (exact.calls, bucketed.calls) == ([(1, 3)], [(1, 4)])
+        assert [s.padded_rows for s in served] == [3, 4]
         await b.aclose(NotReady("bye"))
 
     asyncio.run(main())

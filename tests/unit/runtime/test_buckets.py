@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiln.runtime.batching.buckets import assemble, bucket_sizes, pick_bucket, split, warmup_sizes
+from kiln.runtime.batching.buckets import assemble, bucket_sizes, pad_sizes, pick_bucket, split, warmup_sizes
 
 
 def test_bucket_sizes_add_the_maximum_and_drop_sizes_above_it() -> None:
@@ -19,6 +19,22 @@ def test_pick_bucket_takes_the_smallest_that_fits(rows: int, expected: int) -> N
 
 def test_pick_bucket_without_buckets_keeps_the_rows() -> None:
     assert pick_bucket(5, ()) == 5
+
+
+def test_an_engine_that_prepares_per_shape_pads_to_the_preferred_sizes_and_the_maximum() -> None:
+    assert pad_sizes((4, 8), 16, pad_to_preferred=True, prepares_per_shape=True) == (4, 8, 16)
+
+
+def test_an_engine_that_runs_any_shape_pads_only_to_the_preferred_sizes_named() -> None:
+    pads = pad_sizes((8, 4), 16, pad_to_preferred=True, prepares_per_shape=False)
+    assert pads == (4, 8)
+    assert [pick_bucket(rows, pads) for rows in (3, 5, 9, 16)] == [4, 8, 9, 16]
+
+
+@pytest.mark.parametrize("prepares", [True, False])
+def test_nothing_is_padded_without_preferred_sizes_or_when_padding_is_off(prepares: bool) -> None:
+    assert pad_sizes((), 16, pad_to_preferred=True, prepares_per_shape=prepares) == ()
+    assert pad_sizes((4,), 16, pad_to_preferred=False, prepares_per_shape=prepares) == ()
 
 
 def test_warmup_covers_one_every_bucket_and_the_maximum() -> None:

@@ -306,3 +306,26 @@ class SupportsModelLimits(Protocol):
 
     def model_limits(self) -> ModelLimits:
         """The limits model validation applies for this backend."""
+
+
+@runtime_checkable
+class DeclaresShapeWarmup(Protocol):
+    """An engine that says whether it prepares each input shape on first use. Optional: the
+    runtime reads it through :func:`prepares_per_shape`, which assumes ``True`` for engines that
+    do not declare it."""
+
+    @property
+    def prepares_per_shape(self) -> bool:
+        """``True`` when the first run at a new batch size does work the next runs reuse (TensorRT
+        profiles tuned per shape, CUDA graphs captured per bucket, cuDNN algorithm search): such an
+        engine is warmed up on, and its batches padded to, every bucket it serves. ``False`` when
+        any batch size runs without preparation (ONNX Runtime on CPU): one small warm-up run loads
+        the weights, and a batch runs on exactly its rows."""
+
+
+def prepares_per_shape(engine: object) -> bool:
+    """What ``engine`` declares (:class:`DeclaresShapeWarmup`); ``True`` when it declares nothing,
+    which keeps the safe behaviour: warm up every bucket, pad to the buckets."""
+    if isinstance(engine, DeclaresShapeWarmup):
+        return bool(engine.prepares_per_shape)
+    return True

@@ -42,6 +42,7 @@ _ORT_TYPES: dict[str, DataType] = {
     "tensor(string)": "BYTES",
 }
 
+_CPU_PROVIDER = "CPUExecutionProvider"
 _INPUT_ERROR_WORDS = ("broadcast", "shape", "dimension", "out of bounds", "out of range", "indices")
 _NODE = re.compile(r"running (?P<op>[\w.]+) node\. Name:'(?P<name>[^']*)'")
 _DETAIL = re.compile(r"Status Message: (?P<detail>.*)", re.DOTALL)
@@ -90,6 +91,7 @@ class OrtEngine:
         self._memory_bytes = engine_bytes + arena * max_batch_size
         self.thread_plan = thread_plan
         self.name = name
+        self._prepares_per_shape = any(p != _CPU_PROVIDER for p in session.get_providers())
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -107,6 +109,13 @@ class OrtEngine:
     @property
     def max_batch_size(self) -> int:
         return self._max_batch_size
+
+    @property
+    def prepares_per_shape(self) -> bool:
+        """``False`` on the CPU provider: ONNX Runtime runs any batch size without preparing it, so
+        a new version is warmed up on batch 1 and batches are not padded to buckets. ``True`` when
+        a device provider (CUDA, TensorRT) is in the session: they tune kernels per shape."""
+        return self._prepares_per_shape
 
     @property
     def closed(self) -> bool:

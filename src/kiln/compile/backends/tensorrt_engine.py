@@ -60,6 +60,11 @@ class TensorRTEngine:
     def max_batch_size(self) -> int:
         return self._max_batch_size
 
+    @property
+    def prepares_per_shape(self) -> bool:
+        """``True``: a context sets up each new input shape of its profile on first use."""
+        return True
+
     def create_instance(self) -> TensorRTInstance:
         """A context on the next free optimization profile; ``EngineFailed`` when all are taken
         (build with backend option ``profiles`` >= the model's ``num_instances``)."""

@@ -40,12 +40,15 @@ class BatchOutcome:
 
 
 class BatchRunner(Protocol):
-    """Where a batch runs: one loaded version. ``capacity`` batches of it may run at once."""
+    """Where a batch runs: one loaded version. ``capacity`` batches of it may run at once; its
+    batches are padded up to the smallest of ``pad_sizes`` that holds them (empty: no padding)."""
 
     @property
     def load_id(self) -> int: ...
     @property
     def capacity(self) -> int: ...
+    @property
+    def pad_sizes(self) -> tuple[int, ...]: ...
 
     async def run_batch(
         self, parts: Sequence[Tensors], row_counts: Sequence[int], padded_rows: int, deadline_s: float | None
@@ -103,6 +106,7 @@ class Batcher:
         self._queue: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._capacity = _Capacity()
+        self._pad_sizes: dict[int, tuple[int, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
@@ -143,6 +147,7 @@ class Batcher:
             request_id, runner, inputs, key, rows, priority, arrival_s, deadline_s, future
         )
         self._capacity.limit[runner.load_id] = runner.capacity
+        self._pad_sizes[runner.load_id] = runner.pad_sizes
         self.wake()
         return request_id, future
 
@@ -171,6 +176,7 @@ class Batcher:
         if self._capacity.busy.get(load_id, 0) == 0:
             self._capacity.busy.pop(load_id, None)
             self._capacity.limit.pop(load_id, None)
+            self._pad_sizes.pop(load_id, None)
 
     def forget_version_threadsafe(self, load_id: int) -> None:
         self._call_threadsafe(self.forget_version, load_id)
@@ -204,6 +210,7 @@ class Batcher:
             self._queue.clear()  # leftovers of a closed loop can never complete
             self._tasks.clear()
             self._capacity = _Capacity()
+            self._pad_sizes.clear()
             self._loop, self._event = loop, asyncio.Event()
             self._runner_task = None
         if self._runner_task is None or self._runner_task.done():
@@ -231,6 +238,7 @@ class Batcher:
                 limits=self.limits,
                 runnable=self._capacity,
                 in_flight=len(self._tasks),
+                pad_sizes=self._pad_sizes,
             )
             self._drop(plan)
             if plan.run:

@@ -19,6 +19,24 @@ def bucket_sizes(preferred: Sequence[int], max_batch_size: int) -> tuple[int, ..
     return tuple(sorted({*(s for s in preferred if 1 <= s <= max_batch_size), max_batch_size}))
 
 
+def pad_sizes(
+    preferred: Sequence[int], max_batch_size: int, *, pad_to_preferred: bool, prepares_per_shape: bool
+) -> tuple[int, ...]:
+    """The sizes one engine's batches are padded up to; empty: a batch runs on exactly its rows.
+
+    Nothing is padded without ``pad_to_preferred`` or without preferred sizes. An engine that
+    prepares each shape (``prepares_per_shape``) is padded to the buckets it was warmed up on: the
+    preferred sizes and ``max_batch_size``. One that runs any shape unprepared (ONNX Runtime on
+    CPU) is padded only to the preferred sizes named; a batch above the largest of them runs on its
+    rows, since padding it to ``max_batch_size`` would be compute spent on zeros.
+    """
+    if not pad_to_preferred or not preferred:
+        return ()
+    if prepares_per_shape:
+        return bucket_sizes(preferred, max_batch_size)
+    return tuple(sorted({s for s in preferred if 1 <= s <= max_batch_size}))
+
+
 def pick_bucket(rows: int, buckets: Sequence[int]) -> int:
     """The smallest bucket holding ``rows``; ``rows`` itself when none does or none are given."""
     index = bisect_left(buckets, rows)

@@ -20,11 +20,11 @@ them before they run. The caller (the batcher) owns the queue, the futures and t
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable, Iterable, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from kiln.runtime.batching.buckets import bucket_sizes, pick_bucket
+from kiln.runtime.batching.buckets import pad_sizes, pick_bucket
 from kiln.runtime.config import BatchingConfig
 
 BatchKey: TypeAlias = tuple[int, Hashable]
@@ -52,7 +52,9 @@ class QueuedRequest(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BatchLimits:
-    """The batching knobs in the form the policy uses them."""
+    """The batching knobs in the form the policy uses them. ``pad_sizes``: the sizes batches are
+    padded to for a version that names none of its own (``plan_batch``'s ``pad_sizes``): the
+    buckets of an engine that prepares each shape."""
 
     max_batch_size: int
     max_queue_delay_s: float
@@ -63,7 +65,12 @@ class BatchLimits:
     @classmethod
     def from_config(cls, config: BatchingConfig) -> BatchLimits:
         preferred = config.preferred_batch_sizes
-        pad = bucket_sizes(preferred, config.max_batch_size) if config.pad_to_preferred and preferred else ()
+        pad = pad_sizes(
+            preferred,
+            config.max_batch_size,
+            pad_to_preferred=config.pad_to_preferred,
+            prepares_per_shape=True,
+        )
         return cls(config.max_batch_size, config.max_queue_delay_s, preferred, pad, config.dispatch_when_idle)
 
 
@@ -97,10 +104,12 @@ def plan_batch(
     limits: BatchLimits,
     runnable: Container[int],
     in_flight: int = 0,
+    pad_sizes: Mapping[int, Sequence[int]] | None = None,
 ) -> BatchPlan:
     """Decide what to run next. ``queue`` is in arrival order; ``runnable`` holds the load ids of
     versions with a free instance; ``in_flight`` counts the model's batches running now (any
-    version)."""
+    version); ``pad_sizes`` the sizes each version's batches are padded to, by load id
+    (``kiln.runtime.batching.buckets.pad_sizes``; a version not in it: ``limits.pad_sizes``)."""
     idle = limits.dispatch_when_idle and in_flight == 0
     expired: list[int] = []
     cancelled: list[int] = []
@@ -133,10 +142,16 @@ def plan_batch(
         run=best.ids,
         key=best.key,
         rows=best.rows,
-        padded_rows=pick_bucket(best.rows, limits.pad_sizes),
+        padded_rows=pick_bucket(best.rows, _pads(best.key[0], limits, pad_sizes)),
         expired=tuple(expired),
         cancelled=tuple(cancelled),
     )
+
+
+def _pads(load_id: int, limits: BatchLimits, pad_sizes: Mapping[int, Sequence[int]] | None) -> Sequence[int]:
+    if pad_sizes is None:
+        return limits.pad_sizes
+    return pad_sizes.get(load_id, limits.pad_sizes)
 
 
 def _evaluate(

@@ -95,6 +95,7 @@ def test_build_load_run_pads_to_buckets_and_refuses_too_many_rows(tmp_path: Path
     ]
     assert artifact.manifest.extra["options"]["buckets"] == [1, 4, 8]
     engine = backend.load(EngineArtifact.read(artifact.path))
+    assert engine.prepares_per_shape  # one captured graph / compiled kernel set per bucket
     instance = engine.create_instance()
     for rows in (1, 3, 8):
         feed = feeds("ctr", rows, seed=rows)

@@ -86,6 +86,11 @@ class TorchEngine:
         return self._max_batch_size
 
     @property
+    def prepares_per_shape(self) -> bool:
+        """``True``: each bucket has its own compiled kernels and captured graph, made on first use."""
+        return True
+
+    @property
     def resident(self) -> Resident:
         resident = self._resident
         if resident is None:
