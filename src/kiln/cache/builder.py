@@ -209,8 +209,8 @@ def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPa
     except RefitUnsupported as err:
         log.info("refit not possible (%s); rebuilding", err)
     except AccuracyError as err:
-        # A refit keeps the stored weight scales; a rebuild with the stored activation ranges
-        # quantizes the new weights on their own scales, which may be what the check wanted.
+        # A refit keeps the stored activation ranges (and weight scales the backend cannot
+        # recompute); a rebuild quantizes the new weights on their own terms, which may pass.
         log.warning("refitted engine failed its accuracy check (%s); rebuilding", err)
     table = _calibration_table(base)
     if table is None:
@@ -252,7 +252,7 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
         check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
         worse = regression(accuracy, baseline)
         if worse is not None and path == "refit":
-            # A refit is kiln's own shortcut (stored weight scales, no optimization): one that is
+            # A refit is kiln's own shortcut (stored activation ranges, no optimization): one that is
             # much worse than its base is not kept, bound or not; the rebuild decides instead.
             raise AccuracyError(f"refit of {job.source.name}: {worse}")
         if worse is not None:

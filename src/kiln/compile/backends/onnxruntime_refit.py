@@ -3,7 +3,8 @@
 ``plan_refit`` records the refit map at build time (see ``onnxruntime_refit_map``; it costs one
 more optimization of the model, with probe weights). ``apply_refit`` takes the stored engine,
 recomputes every mapped initializer from the new model's weights (int8 weights requantized with
-the stored scales and zero points, clipping counted) and writes the new engine file into the
+their own symmetric scales where the map found that rule, else with the stored scales and zero
+points, clipping counted) and writes the new engine file into the
 output folder atomically. Anything that does not fit the map raises ``RefitUnsupported`` naming
 why, and leaves nothing behind.
 """
@@ -36,6 +37,7 @@ from kiln.compile.backends.onnxruntime_refit_map import (
     source_rules,
     tensor_digest,
 )
+from kiln.compile.backends.onnxruntime_refit_scales import new_scale
 from kiln.compile.backends.onnxruntime_session import build_options
 from kiln.errors import RefitUnsupported, describe
 from kiln.types import Array
@@ -252,12 +254,18 @@ def _value(
         value = np.asarray(weights[str(entry["source"])])
         via = entry.get("via")
         return (value if via is None else value.astype(np.dtype(str(via)))).astype(old.dtype), 0
+    if kind == "scale":
+        return new_scale(entry, weights).reshape(old.shape).astype(old.dtype), 0
     if kind == "requantized":
         dtype = np.dtype(str(entry["dtype"]))
         source = np.asarray(weights[str(entry["source"])], dtype=np.float64)
         scale = np.asarray(entry["scale"], dtype=np.float64)
         zero = np.asarray(entry["zero_point"], dtype=np.float64)
         axis = int(entry["axis"])  # type: ignore[call-overload]
+        if entry.get("scale_rule") is not None:
+            scale = new_scale({**entry, "channels": scale.size}, weights).astype(np.float64)
+        elif isinstance(entry.get("scale_from"), dict):
+            scale = new_scale(entry["scale_from"], weights).astype(np.float64)  # type: ignore[arg-type]
         value = quantize(source, scale, zero, axis, dtype)
         unclipped = quantize(source, scale, zero, axis, np.dtype(np.int64))
         return value, int(np.count_nonzero(unclipped != value.astype(np.int64)))

@@ -118,6 +118,49 @@ def test_int8_refit_is_as_accurate_as_a_rebuild_with_the_stored_calibration(
     assert sorted(output.files) == ["calibration.json", "engine.onnx"]
 
 
+def scaled(model: onnx.ModelProto, factor: float) -> onnx.ModelProto:
+    """``model`` with every float weight of more than one element multiplied by ``factor``."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, tensor in enumerate(copy.graph.initializer):
+        value = numpy_helper.to_array(tensor)
+        if value.dtype == np.float32 and value.size > 1:
+            moved = numpy_helper.from_array(value * np.float32(factor), tensor.name)
+            copy.graph.initializer[i].CopyFrom(moved)
+    return copy
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_int8_refit_recomputes_the_weight_scales_as_a_rebuild_does(
+    backend: OnnxRuntimeBackend, tmp_path: Path, name: str
+) -> None:
+    model, spec, feeds = setup_example(name, "int8")
+    base = build(backend, model, spec, tmp_path / "base")
+    scales = base.manifest.extra["refit"]["scales"]  # type: ignore[index]
+    assert scales["recomputed"] > 0
+    assert scales["kept"] == {}
+    new = retrained(scaled(model, 3.0))  # weights three times as large: stale scales would clip
+    output = backend.refit(base, source_of(new), tmp_path / "refit")
+    assert output.extra["refit_clipped_values"] == 0
+    rebuilt = build(backend, new, spec, tmp_path / "full", table=base.path / "calibration.json")
+    engine = onnx.load(str(tmp_path / "refit" / "engine.onnx"))
+    held = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(rebuilt.engine_path)).graph.initializer}
+    compared = 0
+    for tensor in engine.graph.initializer:  # the same weights and scales as the rebuild's, to rounding
+        value, want = numpy_helper.to_array(tensor), held.get(tensor.name)
+        if want is None or not np.issubdtype(value.dtype, np.number):
+            continue
+        exact = np.issubdtype(value.dtype, np.integer)
+        tolerance = {"rtol": 0, "atol": 1} if exact else {"rtol": 1e-6, "atol": 0}
+        np.testing.assert_allclose(value, want, **tolerance, err_msg=tensor.name)  # type: ignore[arg-type]
+        compared += tensor.name.endswith("weight_scale")
+    assert compared == scales["recomputed"]  # type: ignore[index]
+    refitted = run(tmp_path / "refit" / "engine.onnx", feeds)
+    truth = run_reference(new, feeds)
+    refit_error = np.linalg.norm(refitted - truth)
+    assert refit_error <= 1.05 * np.linalg.norm(run(rebuilt.engine_path, feeds) - truth) + 1e-6
+
+
 def run_reference(model: onnx.ModelProto, feeds: dict[str, Array]) -> Array:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
