@@ -177,7 +177,7 @@ def _obtain_locked(job: _Job) -> tuple[EngineArtifact, BuildPath]:
             return _make(job, "build", _full_build(job)), "build"
         _note(job, f"verifying cached engine {plan.entry.id}")
         try:
-            stored = job.store.open(plan.entry)
+            stored = job.store.open(plan.entry, keep_engine=plan.kind != "hit")
         except CacheCorrupt as err:
             log.warning("%s; removing it", err)
             job.store.remove(plan.entry)

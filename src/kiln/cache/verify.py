@@ -206,6 +206,7 @@ class AccuracyVerifier:
             batch_size=self._batch_size(),
             progress=self._progress,
             optimized=self._spec.precision != "fp32",
+            serialized=self._source.serialized,
         )
         new = outputs[self._source.outputs[0].name]
         self._reference = new if self._reference is None else np.concatenate([self._reference, new])

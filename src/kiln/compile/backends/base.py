@@ -166,10 +166,15 @@ class Manifest:
 
 @dataclass(frozen=True)
 class EngineArtifact:
-    """A folder holding an engine's file(s) and its ``manifest.json``."""
+    """A folder holding an engine's file(s) and its ``manifest.json``.
+
+    ``engine_bytes``: the engine file's content, when whoever opened the artifact read (and
+    verified) it already; a backend's ``refit`` may use it instead of reading the file again.
+    """
 
     path: Path
     manifest: Manifest
+    engine_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def engine_path(self) -> Path:

@@ -202,7 +202,9 @@ class OnnxRuntimeBackend:
         _refuse_existing(out_dir)
         started = time.perf_counter()
         carried = tuple(n for n in (CALIBRATION_FILE, INDEX_FILE) if n in manifest.files)
-        result = apply_refit(record, artifact.path, carried, _onnx_model(source), out_dir)
+        result = apply_refit(
+            record, artifact.path, carried, _onnx_model(source), out_dir, engine_bytes=artifact.engine_bytes
+        )
         extra = {
             **manifest.extra,
             "refit": record,

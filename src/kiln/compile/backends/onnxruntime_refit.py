@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,12 +32,12 @@ from kiln.compile.backends.onnxruntime_refit_map import (
     make_probe,
     map_engine,
     not_refittable,
-    quantize,
+    quantize_counting,
     same_structure,
     source_rules,
     tensor_digest,
 )
-from kiln.compile.backends.onnxruntime_refit_scales import new_scale
+from kiln.compile.backends.onnxruntime_refit_scales import ScaleMemo
 from kiln.compile.backends.onnxruntime_session import build_options
 from kiln.errors import RefitUnsupported, describe
 from kiln.types import Array
@@ -137,9 +137,12 @@ def apply_refit(
     base_files: tuple[str, ...],
     model: onnx.ModelProto,
     out_dir: Path,
+    *,
+    engine_bytes: bytes | None = None,
 ) -> RefitResult:
     """Write ``base_dir``'s engine with ``model``'s weights into ``out_dir`` (plus copies of the
-    files named in ``base_files``: the calibration table, the refit index). ``RefitUnsupported``
+    files named in ``base_files``: the calibration table, the refit index). ``engine_bytes``: the
+    base engine file's content when the caller has read it already. ``RefitUnsupported``
     when the map is missing, says the engine is not refittable, or does not fit the model or the
     engine; nothing is left in ``out_dir`` then."""
     written: list[Path] = []
@@ -147,7 +150,7 @@ def apply_refit(
         entries, unchanged = _read_record(record)
         weights = arrays(model)
         _check_unchanged(unchanged, weights)
-        engine = _load_engine(base_dir)
+        engine = _load_engine(base_dir, engine_bytes)
         indices = _load_indices(base_dir, record)
         clipped = _replace(engine, entries, weights, indices)
         target = out_dir / ENGINE_FILE
@@ -192,11 +195,15 @@ def _check_unchanged(unchanged: Mapping[str, str], weights: Mapping[str, Array])
         )
 
 
-def _load_engine(base_dir: Path) -> onnx.ModelProto:
+def _load_engine(base_dir: Path, data: bytes | None) -> onnx.ModelProto:
     import onnx
 
     try:
-        return onnx.load(str(base_dir / ENGINE_FILE))
+        if data is None:
+            data = (base_dir / ENGINE_FILE).read_bytes()
+        engine = onnx.ModelProto()
+        engine.ParseFromString(data)
+        return engine
     except Exception as exc:  # protobuf's DecodeError and OSError alike
         raise _unsupported("the stored engine file cannot be read", type(exc).__name__) from exc
 
@@ -217,9 +224,10 @@ def _replace(
     weights: Mapping[str, Array],
     indices: Mapping[str, Array],
 ) -> int:
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     clipped = 0
+    scales = ScaleMemo(weights)
     by_name = {t.name: t for t in engine.graph.initializer}
     missing = sorted(set(entries) - set(by_name))
     if missing:
@@ -228,10 +236,10 @@ def _replace(
         kind = entry.get("kind")
         if kind == "pinned":
             continue
-        tensor = by_name[name]
-        old = numpy_helper.to_array(tensor)
+        tensor = by_name[name]  # its shape and type, without decoding the old values
+        old = _Like(tuple(tensor.dims), np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)))
         try:
-            value, lost = _value(entry, weights, indices, old)
+            value, lost = _value(entry, weights, indices, old, scales)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise _unsupported(
                 f"the refit map entry for {name!r} does not fit the model", repr(exc)[:200]
@@ -246,8 +254,20 @@ def _replace(
     return clipped
 
 
+@dataclass(frozen=True)
+class _Like:
+    """The shape and type an engine initializer must keep."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+
 def _value(
-    entry: Mapping[str, object], weights: Mapping[str, Array], indices: Mapping[str, Array], old: Array
+    entry: Mapping[str, object],
+    weights: Mapping[str, Array],
+    indices: Mapping[str, Array],
+    old: _Like,
+    scales: ScaleMemo,
 ) -> tuple[Array, int]:
     kind = entry.get("kind")
     if kind == "carried":
@@ -255,7 +275,7 @@ def _value(
         via = entry.get("via")
         return (value if via is None else value.astype(np.dtype(str(via)))).astype(old.dtype), 0
     if kind == "scale":
-        return new_scale(entry, weights).reshape(old.shape).astype(old.dtype), 0
+        return scales.get(entry).reshape(old.shape).astype(old.dtype), 0
     if kind == "requantized":
         dtype = np.dtype(str(entry["dtype"]))
         source = np.asarray(weights[str(entry["source"])], dtype=np.float64)
@@ -263,12 +283,10 @@ def _value(
         zero = np.asarray(entry["zero_point"], dtype=np.float64)
         axis = int(entry["axis"])  # type: ignore[call-overload]
         if entry.get("scale_rule") is not None:
-            scale = new_scale({**entry, "channels": scale.size}, weights).astype(np.float64)
+            scale = scales.get({**entry, "channels": scale.size}).astype(np.float64)
         elif isinstance(entry.get("scale_from"), dict):
-            scale = new_scale(entry["scale_from"], weights).astype(np.float64)  # type: ignore[arg-type]
-        value = quantize(source, scale, zero, axis, dtype)
-        unclipped = quantize(source, scale, zero, axis, np.dtype(np.int64))
-        return value, int(np.count_nonzero(unclipped != value.astype(np.int64)))
+            scale = scales.get(entry["scale_from"]).astype(np.float64)  # type: ignore[arg-type]
+        return quantize_counting(source, scale, zero, axis, dtype)
     if kind == "gathered":
         sources = entry["sources"]
         assert isinstance(sources, list)

@@ -104,6 +104,13 @@ def arrays(model: onnx.ModelProto) -> dict[str, Array]:
 def quantize(values: Array, scale: Array, zero_point: Array, axis: int, dtype: np.dtype[Any]) -> Array:
     """Round-half-even quantization with saturation, per tensor or along ``axis`` (as ONNX
     Runtime's quantizer does); returns the values in ``dtype``."""
+    return quantize_counting(values, scale, zero_point, axis, dtype)[0]
+
+
+def quantize_counting(
+    values: Array, scale: Array, zero_point: Array, axis: int, dtype: np.dtype[Any]
+) -> tuple[Array, int]:
+    """:func:`quantize`, and how many values saturated (were clipped to the type's range)."""
     x = np.asarray(values, dtype=np.float64)
     s = np.asarray(scale, dtype=np.float64)
     z = np.asarray(zero_point, dtype=np.float64)
@@ -114,7 +121,8 @@ def quantize(values: Array, scale: Array, zero_point: Array, axis: int, dtype: n
     info = np.iinfo(dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.rint(x / np.where(s == 0, 1.0, s)) + z
-    return np.clip(q, info.min, info.max).astype(dtype)
+    clipped = int(np.count_nonzero((q < info.min) | (q > info.max)))
+    return np.clip(q, info.min, info.max).astype(dtype), clipped
 
 
 def source_rules(source: onnx.ModelProto, precise: onnx.ModelProto) -> dict[str, SourceRule]:

@@ -214,9 +214,25 @@ def new_scale(entry: Mapping[str, object], weights: Mapping[str, Array]) -> Arra
     """The scale a refit writes for a map entry: the symmetric scale of the entry's ``source``
     (or ``weight``) along ``axis`` over ``channels``, times ``input_scale`` for a bias. Raises
     ``KeyError``/``ValueError``/``TypeError`` when the entry does not fit the weights."""
-    weight = weights[str(entry.get("weight", entry.get("source")))]
-    channels = int(entry["channels"])  # type: ignore[call-overload]
-    scale = symmetric_scale(weight, int(entry["axis"]), channels)  # type: ignore[call-overload]
-    if "input_scale" in entry:
-        return bias_scale(np.float32(float(entry["input_scale"])), scale)  # type: ignore[arg-type]
-    return scale
+    return ScaleMemo(weights).get(entry)
+
+
+class ScaleMemo:
+    """:func:`new_scale` for one refit, each weight's symmetric scale computed once (a weight,
+    its scale initializer and its bias all need it)."""
+
+    def __init__(self, weights: Mapping[str, Array]) -> None:
+        self._weights = weights
+        self._found: dict[tuple[str, int, int], Array] = {}
+
+    def get(self, entry: Mapping[str, object]) -> Array:
+        name = str(entry.get("weight", entry.get("source")))
+        channels = int(entry["channels"])  # type: ignore[call-overload]
+        axis = int(entry["axis"])  # type: ignore[call-overload]
+        key = (name, axis, channels)
+        if key not in self._found:
+            self._found[key] = symmetric_scale(self._weights[name], axis, channels)
+        scale = self._found[key]
+        if "input_scale" in entry:
+            return bias_scale(np.float32(float(entry["input_scale"])), scale)  # type: ignore[arg-type]
+        return scale

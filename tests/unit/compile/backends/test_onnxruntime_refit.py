@@ -176,6 +176,27 @@ def test_the_cnn_relayout_is_recorded_as_an_index(backend: OnnxRuntimeBackend, t
     assert "refit_index.npz" in base.manifest.files
 
 
+def test_a_refit_given_the_engine_bytes_does_not_read_the_engine_file(
+    backend: OnnxRuntimeBackend, tmp_path: Path
+) -> None:
+    model, spec, feeds = setup_example("ctr", "int8")
+    base = build(backend, model, spec, tmp_path / "base")
+    data = base.engine_path.read_bytes()
+    base.engine_path.unlink()
+    new = retrained(model)
+    backend.refit(replace(base, engine_bytes=data), source_of(new), tmp_path / "refit")
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "engine.onnx").write_bytes(data)
+    for name in ("calibration.json",):
+        (tmp_path / "again" / name).write_bytes((base.path / name).read_bytes())
+    backend.refit(replace(base, path=tmp_path / "again"), source_of(new), tmp_path / "refit2")
+    refitted = (tmp_path / "refit" / "engine.onnx").read_bytes()
+    assert refitted == (tmp_path / "refit2" / "engine.onnx").read_bytes()
+    assert not np.allclose(
+        run(tmp_path / "refit" / "engine.onnx", feeds), run(tmp_path / "again" / "engine.onnx", feeds)
+    )
+
+
 def test_a_mismatched_map_falls_back_and_leaves_nothing(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
     model, spec, _ = setup_example("ctr", "fp32")
     base = build(backend, model, spec, tmp_path / "base")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiln.compile.backends.onnxruntime_refit_map import gather, not_refittable, quantize, tensor_digest
+from kiln.compile.backends.onnxruntime_refit_map import (
+    gather,
+    not_refittable,
+    quantize,
+    quantize_counting,
+    tensor_digest,
+)
 
 
 def test_quantize_rounds_half_to_even_and_saturates_per_channel() -> None:
@@ -35,3 +41,12 @@ def test_tensor_digest_sees_dtype_and_shape() -> None:
 
 def test_a_not_refittable_record_says_why() -> None:
     assert not_refittable("because") == {"format": 1, "refittable": False, "reason": "because"}
+
+
+def test_quantize_counting_counts_the_saturated_values() -> None:
+    weights = np.array([[0.5, 1.5, 300.0], [-2.5, 0.0, -400.0]], dtype=np.float32)
+    q, clipped = quantize_counting(weights, np.array([1.0, 2.0]), np.array([0, 0]), 0, np.dtype(np.int8))
+    assert (
+        q.tolist() == quantize(weights, np.array([1.0, 2.0]), np.array([0, 0]), 0, np.dtype(np.int8)).tolist()
+    )
+    assert clipped == 2
