@@ -9,6 +9,7 @@ int8 and fp16 ones: see :mod:`kiln.compile.reference`), compares the first outpu
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -85,6 +86,7 @@ class AccuracyVerifier:
         self._reference: Array | None = None
         self._candidate: Array | None = None
         self._pending: Future[None] | None = None
+        self._loading = threading.Lock()  # the samples are read once, by whichever thread is first
 
     def __call__(self, artifact_dir: Path, output: BuildOutput) -> dict[str, object]:
         samples = self._check_samples()
@@ -120,15 +122,16 @@ class AccuracyVerifier:
             return self._measure(run, samples, len(samples))
 
     def prefetch(self, *, update: bool) -> None:
-        """Start the fp32 reference in a background thread (on the screening prefix for an
-        update), so that it runs while the engine builds. Errors surface when it is used."""
+        """Start reading the check samples and the fp32 reference in a background thread (on the
+        screening prefix for an update), so that both run while the engine builds. Errors surface
+        when it is used."""
         if self._pending is not None or self._source.model is None:
             return
-        samples = self._check_samples()
-        count = self._screen_count(len(samples)) if update else len(samples)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
 
         def work() -> None:
+            samples = self._check_samples()
+            count = self._screen_count(len(samples)) if update else len(samples)
             self._extend_reference(samples, count)
 
         self._pending = executor.submit(work)
@@ -181,9 +184,10 @@ class AccuracyVerifier:
         return measure_accuracy(reference, candidate[:count], task=self._spec.task, labels=labels)
 
     def _check_samples(self) -> SampleSet:
-        if self._loaded is None:
-            self._loaded = self._samples.load()
-        return self._loaded
+        with self._loading:
+            if self._loaded is None:
+                self._loaded = self._samples.load()
+            return self._loaded
 
     def _reference_output(self, samples: SampleSet, count: int) -> Array:
         if self._pending is not None:

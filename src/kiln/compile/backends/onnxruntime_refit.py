@@ -278,7 +278,7 @@ def _value(
         return scales.get(entry).reshape(old.shape).astype(old.dtype), 0
     if kind == "requantized":
         dtype = np.dtype(str(entry["dtype"]))
-        source = np.asarray(weights[str(entry["source"])], dtype=np.float64)
+        source = np.asarray(weights[str(entry["source"])])
         scale = np.asarray(entry["scale"], dtype=np.float64)
         zero = np.asarray(entry["zero_point"], dtype=np.float64)
         axis = int(entry["axis"])  # type: ignore[call-overload]
