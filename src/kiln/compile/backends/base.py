@@ -186,6 +186,10 @@ class EngineArtifact:
         return cls(path, Manifest.from_json(data))
 
 
+REFIT_REPRODUCES = "refit_reproduces"
+"""``BuildOutput.extra`` key of a refit: the build path that would make the same engine, if any."""
+
+
 @dataclass(frozen=True)
 class BuildOutput:
     """What a backend's ``build``/``refit`` wrote into its output folder.
@@ -293,7 +297,10 @@ class Backend(Protocol):
 
     def refit(self, artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:
         """Write a copy of ``artifact`` carrying ``source``'s weights (same structure hash) into
-        ``out_dir`` without a full build. Raises ``RefitUnsupported`` when this backend cannot."""
+        ``out_dir`` without a full build. Raises ``RefitUnsupported`` when this backend cannot.
+        ``extra[REFIT_REPRODUCES] == "calibration-reuse"`` in the output says that a build of
+        ``source`` reusing ``artifact``'s calibration table would make the same engine (so the
+        engine cache does not make it again when the refit fails its check)."""
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> Engine:
         """Load a built artifact. Refuses an artifact built for another target (``BuildError``)."""

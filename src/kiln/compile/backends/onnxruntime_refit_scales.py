@@ -77,7 +77,8 @@ class QuantWeight:
 
 @dataclass
 class ScalePlan:
-    """Changes to the refit map's entries, and which weights kept their stored scales and why."""
+    """Changes to the refit map's entries, and which weights kept their stored scales and why
+    (``kept`` is empty when every quantized initializer's scale is recomputed)."""
 
     entries: dict[str, dict[str, object]] = field(default_factory=dict)
     recomputed: list[str] = field(default_factory=list)
@@ -110,7 +111,10 @@ def plan_scales(
     biases = _bias_links(precise, quantized, pre)
     plan = ScalePlan()
     for name, weight in quantized.items():
-        if weight.dtype != "int8" or name in biases:
+        if name in biases:
+            continue
+        if weight.dtype != "int8":
+            plan.kept[weight.source] = f"quantized to {weight.dtype}, not int8"
             continue
         linked = [b for b, (w, _) in biases.items() if w == name]
         why = _refusal(weight, source_weights, held, readers, pre) or next(
@@ -137,6 +141,9 @@ def plan_scales(
                 }
             }
         plan.recomputed.append(weight.source)
+    for name, weight in quantized.items():
+        if name not in plan.entries and weight.source not in plan.kept:
+            plan.kept[weight.source] = "its scale does not follow a recomputed weight's"
     return plan
 
 

@@ -94,6 +94,7 @@ def test_fp32_refit_equals_a_build_of_the_new_weights(
     output = backend.refit(base, source_of(new), tmp_path / "refit")
     full = build(backend, new, spec, tmp_path / "full")
     assert output.build_path == "refit"
+    assert output.extra["refit_reproduces"] is None  # no calibration to reuse
     refitted = run(tmp_path / "refit" / "engine.onnx", feeds)
     np.testing.assert_allclose(refitted, run(full.engine_path, feeds), rtol=1e-4, atol=1e-5)
     assert not np.allclose(refitted, run(base.engine_path, feeds), rtol=1e-4, atol=1e-5)
@@ -142,6 +143,7 @@ def test_int8_refit_recomputes_the_weight_scales_as_a_rebuild_does(
     new = retrained(scaled(model, 3.0))  # weights three times as large: stale scales would clip
     output = backend.refit(base, source_of(new), tmp_path / "refit")
     assert output.extra["refit_clipped_values"] == 0
+    assert output.extra["refit_reproduces"] == "calibration-reuse"
     rebuilt = build(backend, new, spec, tmp_path / "full", table=base.path / "calibration.json")
     engine = onnx.load(str(tmp_path / "refit" / "engine.onnx"))
     rebuilt_engine = onnx.load(str(rebuilt.engine_path))
