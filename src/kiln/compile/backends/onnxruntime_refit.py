@@ -12,6 +12,7 @@ why, and leaves nothing behind.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -154,7 +155,7 @@ def apply_refit(
         indices = _load_indices(base_dir, record)
         clipped = _replace(engine, entries, weights, indices)
         target = out_dir / ENGINE_FILE
-        _write_atomic(target, engine.SerializeToString())
+        _write_atomic(target, *serialized_in_pieces(engine))
         written.append(target)
         for name in base_files:
             if name == ENGINE_FILE:
@@ -224,7 +225,7 @@ def _replace(
     weights: Mapping[str, Array],
     indices: Mapping[str, Array],
 ) -> int:
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     clipped = 0
     scales = ScaleMemo(weights)
@@ -250,7 +251,7 @@ def _replace(
                 f"{value.dtype}{list(value.shape)} vs {old.dtype}{list(old.shape)}",
             )
         clipped += lost
-        tensor.CopyFrom(numpy_helper.from_array(value, name))
+        _store(tensor, value)
     return clipped
 
 
@@ -260,6 +261,17 @@ class _Like:
 
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
+
+
+def _store(tensor: onnx.TensorProto, value: Array) -> None:
+    """Write ``value`` (same shape and type) into ``tensor``: straight into ``raw_data`` when the
+    tensor keeps its values there (one copy), else through ``numpy_helper.from_array``."""
+    from onnx import numpy_helper
+
+    if tensor.HasField("raw_data") and sys.byteorder == "little" and value.dtype.kind in "fiub":
+        tensor.raw_data = np.ascontiguousarray(value).tobytes()
+    else:
+        tensor.CopyFrom(numpy_helper.from_array(value, tensor.name))
 
 
 def _value(
@@ -273,7 +285,8 @@ def _value(
     if kind == "carried":
         value = np.asarray(weights[str(entry["source"])])
         via = entry.get("via")
-        return (value if via is None else value.astype(np.dtype(str(via)))).astype(old.dtype), 0
+        cast = value if via is None else value.astype(np.dtype(str(via)))
+        return cast.astype(old.dtype, copy=False), 0
     if kind == "scale":
         return scales.get(entry).reshape(old.shape).astype(old.dtype), 0
     if kind == "requantized":
@@ -295,11 +308,45 @@ def _value(
     raise ValueError(f"unknown refit entry kind {kind!r}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def serialized_in_pieces(model: onnx.ModelProto) -> list[bytes]:
+    """``model``'s bytes as pieces whose concatenation parses as ``model``: the model without its
+    initializers, then each initializer as a message ``ModelProto{graph{initializer}}``. Protobuf
+    merges a message that occurs more than once and appends repeated fields, so the whole reads
+    back as the same model (initializers last in the graph, where their order means nothing).
+    Serializing a 17 MB engine in one piece takes 3-5 times as long. Empties ``model``'s
+    initializers."""
+    import onnx
+
+    graph_tag = _tag(onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number)
+    initializer_tag = _tag(onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number)
+    pieces: list[bytes] = []
+    for tensor in model.graph.initializer:
+        data = tensor.SerializeToString()
+        inner = initializer_tag + _varint(len(data))
+        pieces += [graph_tag + _varint(len(inner) + len(data)) + inner, data]
+    model.graph.ClearField("initializer")
+    return [model.SerializeToString(), *pieces]
+
+
+def _tag(field: int) -> bytes:
+    return _varint(field << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _write_atomic(path: Path, *parts: bytes) -> None:
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for data in parts:
+                handle.write(data)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
