@@ -33,7 +33,7 @@ def speed_table(results: Mapping[str, Any]) -> list[str]:
     ]
     for model in results["models"]:
         name = model["name"]
-        for variant, speed in model["speed"].items():
+        for variant, speed in model.get("speed", {}).items():
             ratio = model["ratios"][variant]
             accuracy = (
                 accuracy_cell(name, model["accuracy"].get(variant))
@@ -75,7 +75,7 @@ def build_table(results: Mapping[str, Any]) -> list[str]:
             b["paths"]["tune"],
             f"{m['update']:.2f} ({b['update_ratio']:.2f})",
             b["paths"]["update"],
-            f"{b['fp32_build_s']:.2f}",
+            "-" if b["fp32_build_s"] is None else f"{b['fp32_build_s']:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -105,13 +105,13 @@ def target_lines(results: Mapping[str, Any]) -> list[str]:
     lines = []
     for model in results["models"]:
         name = model["name"]
-        if name in TARGETS:
+        if name in TARGETS and "speed" in model:
             what, want = TARGETS[name]
             got = model["ratios"]["kiln int8"]["b32_throughput_vs_unoptimized"]
             lines.append(
                 f"- {name}: {what} {got:.2f}× (target ≥ {want}×): {'met' if got >= want else 'NOT met'}"
             )
-        if name in ACCURACY_BARS:
+        if name in ACCURACY_BARS and "accuracy" in model:
             label, op, bar = ACCURACY_BARS[name]
             report = model["accuracy"]["kiln int8"]
             got = report["top1_agreement"] if name == "cnn" else report["drop"]
@@ -130,6 +130,15 @@ def target_lines(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _loads(loads: Any) -> str:
+    """``(name, {"before": (1, 5, 15 min), "after": ...})`` pairs as one line."""
+
+    def three(values: Any) -> str:
+        return "/".join(f"{x:.2f}" for x in values)
+
+    return "; ".join(f"{name} {three(load['before'])} → {three(load['after'])}" for name, load in loads)
+
+
 def render_markdown(results: Mapping[str, Any]) -> str:
     machine = results["machine"]
     head = [
@@ -137,22 +146,25 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"onnxruntime {machine['onnxruntime']}, onnx {machine['onnx']}, Python {machine['python']}; "
         f"{machine['date']}.",
         "",
-        "Load average (1/5/15 min) before and after each model's speed runs: "
-        + "; ".join(
-            f"{m['name']} {'/'.join(f'{x:.2f}' for x in m['load_average']['before'])} → "
-            f"{'/'.join(f'{x:.2f}' for x in m['load_average']['after'])}"
-            for m in results["models"]
-        ),
+        "Load average (1/5/15 min) before and after each model's build rounds: "
+        + _loads((m["name"], m["builds"]["load_average"]) for m in results["models"]),
         "",
     ]
-    evaluation = ", ".join(f"{m['name']} {m['evaluation_samples']}" for m in results["models"])
-    return "\n".join(
-        [
-            *head,
+    speed = [m for m in results["models"] if "speed" in m]
+    if speed:
+        evaluation = ", ".join(f"{m['name']} {m['evaluation_samples']}" for m in speed)
+        head += [
+            "Load average (1/5/15 min) before and after each model's speed runs: "
+            + _loads((m["name"], m["load_average"]) for m in speed),
+            "",
             f"Serving speed, and accuracy against the unoptimized fp32 model on {evaluation} samples:",
             "",
             *speed_table(results),
             "",
+        ]
+    return "\n".join(
+        [
+            *head,
             "Build time through the engine cache (medians of the build rounds):",
             "",
             *build_table(results),

@@ -1,6 +1,7 @@
 """Foundation benchmark: what kiln's engines and its engine cache buy, per example model.
 
-    python benchmarks/foundation.py [--quick] [--rounds N] [--only NAME ...] [--out DIR] [--work DIR]
+    python benchmarks/foundation.py [--quick] [--builds-only] [--rounds N] [--only NAME ...]
+                                    [--out DIR] [--work DIR]
 
 For each example model (ctr, cnn, ranker), side by side in one process:
 
@@ -18,8 +19,10 @@ For each example model (ctr, cnn, ranker), side by side in one process:
   seed-1 weights, unrelated to the first), each the wall time of one ``build_engine`` call, repeated in
   fresh caches.
 
-Writes ``foundation.md`` (tables) and ``foundation.json`` (every number) into ``--out``. Timings
-are not asserted anywhere; ``--quick`` runs the tiny models briefly, as a smoke test.
+``--builds-only`` measures the build times alone (no fp32 build, no speed or accuracy runs): a
+few minutes instead of 8-15. Writes ``foundation.md`` (tables) and ``foundation.json`` (every
+number) into ``--out``. Timings are not asserted anywhere; ``--quick`` runs the tiny models
+briefly, as a smoke test.
 """
 
 from __future__ import annotations
@@ -158,6 +161,17 @@ def fine_tuned(model: Path, path: Path, spread: float = 0.01) -> Path:
     return path
 
 
+def _update_facts(report: BuildReport) -> dict[str, object]:
+    """What a weight-only update's manifest says about its refit (absent for a rebuild)."""
+    extra = report.artifact.manifest.extra
+    refit = extra.get("refit")
+    scales = refit.get("scales") if isinstance(refit, dict) else None
+    return {
+        key: extra.get(key)
+        for key in ("refit_seconds", "refit_clipped_values", "refit_replaced_initializers")
+    } | {"scales": scales}
+
+
 def warm_up(scratch: Path) -> None:
     """One tiny int8 build, so that imports and ONNX Runtime's first-session costs are paid before
     anything is timed (a server or repository process pays them once)."""
@@ -168,9 +182,12 @@ def warm_up(scratch: Path) -> None:
     )
 
 
-def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -> dict[str, object]:
+def measure_builds(
+    folder: Path, name: str, settings: Settings, scratch: Path, *, with_fp32: bool = True
+) -> dict[str, object]:
     """Full int8 build, hit and weight-only update, ``build_rounds`` times in fresh caches; the
-    last round's cache is kept and its engines benchmarked."""
+    last round's cache is kept and its engines benchmarked (``with_fp32``: an fp32 engine too)."""
+    load_before = os.getloadavg()
     spec = build_spec(name, "int8", size=settings.size, num_calibration_samples=settings.calibration_samples)
     times: dict[str, list[float]] = {"full": [], "hit": [], "hit_and_load": [], "tune": [], "update": []}
     breakdown: dict[str, list[dict[str, float]]] = {"full": [], "hit": [], "tune": [], "update": []}
@@ -178,6 +195,7 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
     model, retrained = folder / f"{name}.onnx", folder / "retrained" / f"{name}.onnx"
     tuned = fine_tuned(model, folder / "fine-tuned" / f"{name}.onnx")
     accuracies: dict[str, object] = {}
+    extras: dict[str, object] = {}
     for round_index in range(settings.build_rounds):
         store = EngineStore(scratch / f"cache-{round_index}")
         for step, source, validation in (
@@ -195,17 +213,25 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
             paths[step] = report.path
             if step in ("tune", "update"):
                 accuracies[step] = report.accuracy
+                extras[step] = _update_facts(report)
             if step == "full":
                 int8_report = report
             if step == "hit":
                 started = time.perf_counter()
                 kiln_engine("probe", report.artifact.path)
                 times["hit_and_load"].append(seconds + time.perf_counter() - started)
-    fp32_seconds, fp32_report = timed_build(
-        BuildRequest(
-            model, build_spec(name, "fp32", size=settings.size), validation=folder / "validation", cache=store
+    load_after = os.getloadavg()
+    fp32: dict[str, object] = {"fp32_build_s": None, "fp32_artifact": None}
+    if with_fp32:
+        fp32_seconds, fp32_report = timed_build(
+            BuildRequest(
+                model,
+                build_spec(name, "fp32", size=settings.size),
+                validation=folder / "validation",
+                cache=store,
+            )
         )
-    )
+        fp32 = {"fp32_build_s": fp32_seconds, "fp32_artifact": str(fp32_report.artifact.path)}
     medians = {k: statistics.median(v) for k, v in times.items()}
     return {
         "spec": spec.to_json(),
@@ -220,12 +246,13 @@ def measure_builds(folder: Path, name: str, settings: Settings, scratch: Path) -
         "hit_and_load_ratio": medians["hit_and_load"] / medians["full"],
         "tune_ratio": medians["tune"] / medians["full"],
         "update_ratio": medians["update"] / medians["full"],
-        "fp32_build_s": fp32_seconds,
+        **fp32,
         "int8_artifact": str(int8_report.artifact.path),
-        "fp32_artifact": str(fp32_report.artifact.path),
         "int8_build_accuracy": int8_report.accuracy,
         "tune_accuracy": accuracies["tune"],
         "update_accuracy": accuracies["update"],
+        "update_extra": extras,
+        "load_average": {"before": load_before, "after": load_after},
     }
 
 
@@ -306,7 +333,9 @@ def evaluate(name: str, variants: list[Variant], samples: SampleSet) -> dict[str
 # -- the run --------------------------------------------------------------------------------------
 
 
-def benchmark_model(name: str, work: Path, settings: Settings) -> dict[str, object]:
+def benchmark_model(
+    name: str, work: Path, settings: Settings, *, builds_only: bool = False
+) -> dict[str, object]:
     folder = prepare_example(work, name, settings.size)
     count = max(32, int(EVALUATION_COUNT[name] * settings.evaluation_scale))
     evaluation = folder / f"evaluation-{count}"
@@ -320,7 +349,11 @@ def benchmark_model(name: str, work: Path, settings: Settings) -> dict[str, obje
             model=folder / f"{name}.onnx",
         )
     with tempfile.TemporaryDirectory(prefix=f"kiln-bench-{name}-") as scratch:
-        builds = measure_builds(folder, name, settings, Path(scratch))
+        builds = measure_builds(folder, name, settings, Path(scratch), with_fp32=not builds_only)
+        if builds_only:
+            for temporary in ("int8_artifact", "fp32_artifact"):
+                builds.pop(temporary)
+            return {"name": name, "builds": builds}
         variants = [
             unoptimized(folder / f"{name}.onnx"),
             kiln_engine("kiln fp32", Path(str(builds["fp32_artifact"]))),
@@ -380,6 +413,11 @@ def machine() -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, short blocks: a smoke run")
+    parser.add_argument(
+        "--builds-only",
+        action="store_true",
+        help="only the build times (no fp32 build, speed or accuracy runs)",
+    )
     parser.add_argument("--rounds", type=int, help="interleaved speed rounds (default 10; quick 2)")
     parser.add_argument("--build-rounds", type=int, help="repeats of the build timings (default 3; quick 1)")
     parser.add_argument("--only", nargs="+", choices=list(EXAMPLES), help="only these models")
@@ -399,12 +437,19 @@ def main(argv: list[str] | None = None) -> int:
             settings.evaluation_scale,
         )
     models: list[dict[str, object]] = []
-    results = {"machine": machine(), "settings": settings.__dict__, "models": models}
+    results = {
+        "machine": machine(),
+        "settings": settings.__dict__,
+        "builds_only": args.builds_only,
+        "models": models,
+    }
     with tempfile.TemporaryDirectory(prefix="kiln-bench-warm-up-") as scratch:
         warm_up(Path(scratch))
     for name in args.only or list(EXAMPLES):
         print(f"benchmarking {name} ({settings.size}) ...", file=sys.stderr, flush=True)
-        models.append(benchmark_model(name, args.work / settings.size, settings))
+        models.append(
+            benchmark_model(name, args.work / settings.size, settings, builds_only=args.builds_only)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "foundation.json").write_text(json.dumps(results, indent=2, default=str))
     markdown = render_markdown(results)

@@ -46,3 +46,27 @@ def test_quick_run_writes_every_table_and_number(tmp_path: Path) -> None:
     assert "| cnn | kiln int8 |" in markdown
     assert "weight-only update" in markdown
     assert "Targets:" in markdown
+
+
+def test_builds_only_skips_the_speed_and_accuracy_runs(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    command = [sys.executable, str(ROOT / "benchmarks" / "foundation.py"), "--quick", "--builds-only"]
+    run = subprocess.run(
+        [*command, "--only", "ctr", "--out", str(out), "--work", str(work)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+
+    results = json.loads((out / "foundation.json").read_text())
+    assert results["builds_only"] is True
+    (model,) = results["models"]
+    assert set(model) == {"name", "builds"}
+    assert model["builds"]["fp32_build_s"] is None
+    assert model["builds"]["paths"]["tune"] == "refit"
+    assert len(model["builds"]["load_average"]["before"]) == 3
+    markdown = (out / "foundation.md").read_text()
+    assert "Serving speed" not in markdown
+    assert "weight-only update" in markdown

@@ -17,7 +17,15 @@ from kiln._clock import Clock
 from kiln.cache.key import EngineKey, engine_key
 from kiln.cache.plan import accuracy_drop, check_accuracy, check_target, plan_build, regression
 from kiln.cache.store import EngineStore
-from kiln.compile.backends.base import BuildOutput, BuildPath, EngineArtifact, Manifest, Progress, Target
+from kiln.compile.backends.base import (
+    REFIT_REPRODUCES,
+    BuildOutput,
+    BuildPath,
+    EngineArtifact,
+    Manifest,
+    Progress,
+    Target,
+)
 from kiln.errors import AccuracyError, CacheCorrupt, RefitUnsupported
 
 if TYPE_CHECKING:
@@ -177,7 +185,7 @@ def _obtain_locked(job: _Job) -> tuple[EngineArtifact, BuildPath]:
             return _make(job, "build", _full_build(job)), "build"
         _note(job, f"verifying cached engine {plan.entry.id}")
         try:
-            stored = job.store.open(plan.entry)
+            stored = job.store.open(plan.entry, keep_engine=plan.kind != "hit")
         except CacheCorrupt as err:
             log.warning("%s; removing it", err)
             job.store.remove(plan.entry)
@@ -208,9 +216,16 @@ def _from_base(job: _Job, base: EngineArtifact) -> tuple[EngineArtifact, BuildPa
         return _make(job, "refit", refit, base), "refit"
     except RefitUnsupported as err:
         log.info("refit not possible (%s); rebuilding", err)
+    except _ReuseWouldMatch as err:
+        log.warning(
+            "refitted engine failed its accuracy check (%s); a rebuild with the stored calibration "
+            "would make the same engine, so it recalibrates",
+            err,
+        )
+        return _make(job, "recalibrate", _full_build(job)), "recalibrate"
     except AccuracyError as err:
-        # A refit keeps the stored weight scales; a rebuild with the stored activation ranges
-        # quantizes the new weights on their own scales, which may be what the check wanted.
+        # A refit keeps the stored activation ranges (and weight scales the backend cannot
+        # recompute); a rebuild quantizes the new weights on their own terms, which may pass.
         log.warning("refitted engine failed its accuracy check (%s); rebuilding", err)
     table = _calibration_table(base)
     if table is None:
@@ -249,15 +264,28 @@ def _make(job: _Job, path: BuildPath, work: Work, base: EngineArtifact | None = 
         seconds = job.clock.now() - started
         baseline = base.manifest.accuracy if base is not None else None
         accuracy = _verify(job, out, output, base is not None, baseline)
-        check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
+        reuse_matches = path == "refit" and output.extra.get(REFIT_REPRODUCES) == "calibration-reuse"
+        try:
+            check_accuracy(accuracy, job.spec.max_accuracy_drop, what=f"new engine ({path})")
+        except AccuracyError as err:
+            if reuse_matches:
+                raise _ReuseWouldMatch(str(err)) from err
+            raise
         worse = regression(accuracy, baseline)
-        if worse is not None and path == "refit":
-            # A refit is kiln's own shortcut (stored weight scales, no optimization): one that is
-            # much worse than its base is not kept, bound or not; the rebuild decides instead.
+        if worse is not None and path == "refit" and not reuse_matches:
+            # A refit is kiln's own shortcut (no optimization; possibly stored weight scales): one
+            # much worse than its base is not kept, bound or not; the rebuild decides instead. A
+            # refit that a rebuild with the stored calibration would reproduce is judged as that
+            # rebuild would be (below): rebuilding would only make the same engine again.
             raise AccuracyError(f"refit of {job.source.name}: {worse}")
         if worse is not None:
             log.warning("%s of %s: %s (max_accuracy_drop makes it recalibrate)", path, job.source.name, worse)
         return job.store.commit(out, _manifest(job, output, path, seconds, accuracy))
+
+
+class _ReuseWouldMatch(AccuracyError):
+    """A refit failed its accuracy bound, and a rebuild with the stored calibration would make the
+    same engine (the backend said so): the cache recalibrates at once."""
 
 
 def _verify(

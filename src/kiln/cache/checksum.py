@@ -48,9 +48,12 @@ def checksum_folder(folder: Path, *, sync: bool = False) -> dict[str, FileEntry]
     return files
 
 
-def verify_files(folder: Path, files: Mapping[str, FileEntry]) -> None:
-    """Recompute every listed file's size and SHA-256; ``CacheCorrupt`` naming each mismatch."""
+def verify_files(folder: Path, files: Mapping[str, FileEntry], *, keep: str | None = None) -> bytes | None:
+    """Recompute every listed file's size and SHA-256; ``CacheCorrupt`` naming each mismatch.
+    ``keep`` names a listed file whose verified content is returned (read once, for the caller
+    to use); ``None`` is returned without it."""
     problems: list[str] = []
+    kept: bytes | None = None
     for rel, want in sorted(files.items()):
         path = _inside(folder, rel)
         if path is None:
@@ -59,6 +62,10 @@ def verify_files(folder: Path, files: Mapping[str, FileEntry]) -> None:
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != want.size_bytes:
             problems.append(f"{rel}: {path.stat().st_size} bytes, manifest says {want.size_bytes}")
+        elif rel == keep:
+            kept = path.read_bytes()
+            if hashlib.sha256(kept).hexdigest() != want.sha256:
+                problems.append(f"{rel}: sha256 differs from the manifest")
         elif hash_file(path).sha256 != want.sha256:
             problems.append(f"{rel}: sha256 differs from the manifest")
     if problems:
@@ -68,6 +75,7 @@ def verify_files(folder: Path, files: Mapping[str, FileEntry]) -> None:
                 fix="the entry is removed and rebuilt (or run `kiln cache rm` on it)",
             )
         )
+    return kept
 
 
 def _inside(folder: Path, rel: str) -> Path | None:

@@ -144,9 +144,10 @@ class EngineStore:
         """Readable entries of ``key`` built from other weights: refit candidates."""
         return [e for e in self.entries(key) if e.manifest is not None and e.weights_hash != weights_hash]
 
-    def open(self, entry: CacheEntry) -> EngineArtifact:
+    def open(self, entry: CacheEntry, *, keep_engine: bool = False) -> EngineArtifact:
         """The entry's artifact after recomputing every checksum. ``CacheCorrupt`` on any mismatch,
-        an unreadable manifest, or a manifest without its engine file."""
+        an unreadable manifest, or a manifest without its engine file. ``keep_engine``: the
+        artifact carries the engine file's verified bytes (``engine_bytes``), for a refit."""
         if entry.manifest is None:
             raise CacheCorrupt(
                 describe(f"cache entry {entry.path} has no readable manifest", seen=entry.problem)
@@ -156,8 +157,8 @@ class EngineStore:
             raise CacheCorrupt(
                 describe(f"cache entry {entry.path} does not list its engine file", seen=manifest.engine_file)
             )
-        verify_files(entry.path, manifest.files)
-        return EngineArtifact(entry.path, manifest)
+        kept = verify_files(entry.path, manifest.files, keep=manifest.engine_file if keep_engine else None)
+        return EngineArtifact(entry.path, manifest, engine_bytes=kept)
 
     # -- writing (caller holds the key lock) -------------------------------------------------
 

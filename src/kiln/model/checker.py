@@ -24,14 +24,17 @@ _SHAPE_ERROR = re.compile(r"\(op_type:([^,]*), node name: ([^)]*)\): (.*)")
 _NODE_CONTEXT = re.compile(r"[Nn]ame: (\S*) OpType: (\S+)")
 
 
-def checker_problems(model: Any, path: Path | None) -> list[Problem]:
+def checker_problems(model: Any, path: Path | None, serialized: bytes | None = None) -> list[Problem]:
     """Run ``onnx.checker.check_model(full_check=True)`` (checker plus strict shape inference).
 
-    The model is checked in memory when it is self-contained and fits in one protobuf (< 2 GiB);
-    otherwise through ``path`` (the checker then reads the file, not the external data), whose
-    external-data locations the caller has already confined to the model's folder.
+    The model is checked in memory when it is self-contained and fits in one protobuf (< 2 GiB):
+    from ``serialized`` (the model's bytes, as read from its file) when given, else serialized
+    here; otherwise through ``path`` (the checker then reads the file, not the external data),
+    whose external-data locations the caller has already confined to the model's folder.
     """
-    target: Any = None if any(is_external(t) for t in tensors(model)) else _serialized(model)
+    target: Any = None
+    if not any(is_external(t) for t in tensors(model)):
+        target = serialized if serialized is not None else _serialized(model)
     if target is None:
         if path is None:
             return [

@@ -26,6 +26,8 @@ from kiln.model.tensors import signature
 from kiln.model.validate import ModelLimits, OpSupport, validate
 
 _READ_BEFORE_VALIDATION = 64 * 1024  # bytes: a tensor this small may be a shape input
+KEEP_SERIALIZED_BYTES = 256 * 1024 * 1024
+"""A self-contained model file up to this size keeps its bytes in ``ModelSource.serialized``."""
 
 _FIX_REEXPORT = (
     "point to an ONNX model saved completely (onnx.save or torch.onnx.export); if it is still being "
@@ -48,8 +50,11 @@ def load_model(
     """
     path = Path(path)
     limits = limits or ModelLimits()
-    model, file_bytes = _read_onnx(path, limits)
+    model, data = _read_onnx(path, limits)
+    file_bytes = len(data)
     plan = plan_external_data(model, path.parent)
+    whole = not plan.reads and not plan.problems
+    serialized = data if whole and file_bytes <= KEEP_SERIALIZED_BYTES else None
     size_bytes = file_bytes + plan.size_bytes
     # Small tensors (shape inputs) are read before validation, which needs their values: only
     # once every location is confined to the model's folder and the total size is within the
@@ -65,6 +70,7 @@ def load_model(
         size_bytes=size_bytes,
         found=tuple(found),
         run_checker=not found,
+        serialized=serialized,
     )
     problems = load_external_data(plan)
     if problems:
@@ -78,6 +84,7 @@ def load_model(
         outputs=described.outputs,
         size_bytes=size_bytes,
         model=model,
+        serialized=serialized,
     )
 
 
@@ -85,9 +92,9 @@ def _refuse(path: Path, what: str, fix: str) -> ModelError:
     return ModelError([Problem(str(path), what, fix)], path=str(path))
 
 
-def _read_onnx(path: Path, limits: ModelLimits) -> tuple[Any, int]:
-    """The parsed model (external data not loaded) and the model file's size in bytes."""
-    size = _check_file(path, limits)
+def _read_onnx(path: Path, limits: ModelLimits) -> tuple[Any, bytes]:
+    """The parsed model (external data not loaded) and the model file's bytes."""
+    _check_file(path, limits)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -105,7 +112,7 @@ def _read_onnx(path: Path, limits: ModelLimits) -> tuple[Any, int]:
         if model.ir_version:
             what = "is an incomplete ONNX model (it holds no graph; truncated?)"
         raise _refuse(path, what, _FIX_REEXPORT)
-    return model, size
+    return model, data
 
 
 def _check_file(path: Path, limits: ModelLimits) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -60,6 +60,9 @@ class ModelSource:
 
     ``model`` is the in-memory ONNX graph (external data already loaded) for ONNX sources and
     ``None`` for PyTorch ``.pt2`` sources. Treat it as read-only: passes work on a copy.
+    ``serialized`` is the model file's bytes as read, kept when they are the whole model (no
+    external data) and small enough (see ``kiln.model.load``), so that whoever needs ``model`` as
+    bytes (the checker, an ONNX Runtime session) does not serialize it again; ``None`` otherwise.
     """
 
     path: Path
@@ -69,6 +72,7 @@ class ModelSource:
     outputs: tuple[TensorSpec, ...]
     size_bytes: int
     model: onnx.ModelProto | None = None
+    serialized: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:

@@ -70,6 +70,7 @@ def validate(
     size_bytes: int | None = None,
     found: Sequence[Problem] = (),
     run_checker: bool = True,
+    serialized: bytes | None = None,
 ) -> None:
     """Check ``model`` (an ``onnx.ModelProto``) and raise one ``ModelError`` listing every problem.
 
@@ -78,7 +79,9 @@ def validate(
     external data, checked against ``limits.max_file_bytes``. ``op_support`` is the backend's view
     of which operators run (``None`` skips that check). ``found`` are problems the caller found
     already (the loader's external-data problems); they lead the list. ``run_checker=False`` skips
-    ``onnx.checker``, for a model whose external data could not be resolved.
+    ``onnx.checker``, for a model whose external data could not be resolved. ``serialized``: the
+    model's bytes as read from its file, when they are the whole model; the checker reads them
+    instead of serializing ``model`` again.
     """
     problems = [*found]
     problems += find_problems(
@@ -88,6 +91,7 @@ def validate(
         op_support=op_support,
         size_bytes=size_bytes,
         run_checker=run_checker,
+        serialized=serialized,
     )
     if problems:
         raise ModelError(problems, path=str(path) if path is not None else None)
@@ -101,6 +105,7 @@ def find_problems(
     op_support: OpSupport | None = None,
     size_bytes: int | None = None,
     run_checker: bool = True,
+    serialized: bytes | None = None,
 ) -> list[Problem]:
     """Every problem :func:`validate` would raise, as a list (empty for a valid model)."""
     limits = limits or ModelLimits()
@@ -118,7 +123,7 @@ def find_problems(
     problems += _io_problems(model.graph)
     problems += _dim_problems(model.graph, limits.max_dim_elements)
     if run_checker:
-        problems += checker_problems(model, path)
+        problems += checker_problems(model, path, serialized)
     if op_support is not None:
         problems += _op_problems(model, op_support)
     return problems

@@ -16,6 +16,7 @@ from kiln._clock import FakeClock
 from kiln.cache.entry import CacheEntry
 from kiln.compile.backends.base import (
     MANIFEST_NAME,
+    REFIT_REPRODUCES,
     BuildOutput,
     EngineArtifact,
     FileEntry,
@@ -54,6 +55,7 @@ class FakeBackend:
     name: str = "fake"
     target_: Target = TARGET
     can_refit: bool = True
+    refit_reproduces: bool = False  # says a calibration-reuse rebuild would make the refitted engine
     fail_build: bool = False
     log_path: Path | None = None
     clock: FakeClock | None = None
@@ -115,7 +117,8 @@ class FakeBackend:
                 shutil.copy2(path, out_dir / path.name)
         (out_dir / "engine.bin").write_text(f"refitted {source.fingerprint.weights_hash}")
         m = artifact.manifest
-        return BuildOutput(m.engine_file, tuple(m.files), "refit", m.calibration_file)
+        extra: dict[str, object] = {REFIT_REPRODUCES: "calibration-reuse"} if self.refit_reproduces else {}
+        return BuildOutput(m.engine_file, tuple(m.files), "refit", m.calibration_file, extra)
 
     def _record(self, kind: str, calibration_cache: Path | None) -> None:
         self.calls.append((kind, calibration_cache))

@@ -256,6 +256,36 @@ def test_a_refit_that_regresses_against_its_base_falls_back_even_without_a_bound
     assert temp_leftovers(store.root) == []
 
 
+def test_a_refit_a_calibration_reuse_would_reproduce_is_kept_with_a_warning(
+    store: EngineStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rebuilding would only make the same engine: it is judged as that rebuild would be."""
+
+    def verify(folder: Path, output: BuildOutput) -> dict[str, object]:
+        error = 0.3 if output.build_path == "refit" else 0.1
+        return {"task": "none", "drop": error, "rel_l2_error": error}
+
+    spec = dataclasses.replace(INT8, max_accuracy_drop=None)
+    backend = FakeBackend(refit_reproduces=True)
+    obtain_engine(make_source("w1"), spec, backend, store, verify=verify)
+    report = obtain_engine(make_source("w2"), spec, backend, store, verify=verify)
+    assert report.path == "refit"
+    assert (backend.num_refits, backend.num_builds) == (1, 1)
+    assert "over 2 x the previous engine's 0.1" in caplog.text
+
+
+def test_a_reproducible_refit_failing_its_bound_recalibrates_at_once(store: EngineStore) -> None:
+    def verify(folder: Path, output: BuildOutput) -> dict[str, object]:
+        return drop_of(0.5 if output.build_path == "refit" else 0.001)
+
+    backend = FakeBackend(refit_reproduces=True)
+    obtain_engine(make_source("w1"), INT8, backend, store, verify=verify)
+    report = obtain_engine(make_source("w2"), INT8, backend, store, verify=verify)
+    assert report.path == "recalibrate"
+    assert backend.calls == [("build", None), ("refit", None), ("build", None)]
+    assert temp_leftovers(store.root) == []
+
+
 class UpdateAwareVerifier:
     """Records which check each engine got: a weight-only update gets ``check_update``."""
 

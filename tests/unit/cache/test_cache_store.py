@@ -69,6 +69,16 @@ def test_flipped_byte_is_corrupt(store: EngineStore) -> None:
         store.open(store.entries(KEY)[0])
 
 
+def test_open_can_keep_the_verified_engine_bytes_and_still_refuses_a_flipped_byte(store: EngineStore) -> None:
+    artifact = put(store, "w1", payload=b"engine bytes")
+    entry = store.entries(KEY)[0]
+    assert store.open(entry).engine_bytes is None
+    assert store.open(entry, keep_engine=True).engine_bytes == b"engine bytes"
+    flip_byte(artifact.path / "engine.bin", 2)
+    with pytest.raises(CacheCorrupt, match=r"engine\.bin: sha256 differs"):
+        store.open(entry, keep_engine=True)
+
+
 def test_truncated_or_missing_file_is_corrupt(store: EngineStore) -> None:
     artifact = put(store, "w1")
     (artifact.path / "engine.bin").write_bytes(b"eng")

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from kiln.compile.accuracy import relative_l2
 from kiln.compile.data import SampleSet
 from kiln.compile.reference import reference_outputs
 from kiln.errors import BuildError
+from kiln.examples import make_model, make_samples
 
 
 def affine() -> object:
@@ -39,3 +41,33 @@ def test_outputs_are_the_model_applied_batch_by_batch() -> None:
 def test_samples_the_model_refuses_are_a_build_error() -> None:
     with pytest.raises(BuildError, match="fp32 reference model failed on the samples"):
         reference_outputs(affine(), SampleSet({"x": np.zeros((2, 5), np.float32)}), batch_size=2)
+
+
+@pytest.mark.parametrize("name", ["ctr", "cnn", "ranker"])
+def test_the_optimized_reference_agrees_with_the_unoptimized_one_on_the_examples(name: str) -> None:
+    """The premise of checking int8 and fp16 engines against the optimized fp32 run."""
+    samples = SampleSet(
+        {k: v for k, v in make_samples(name, 64, size="tiny").items() if not k.startswith("_")}
+    )
+    for seed in (0, 1):  # the model and a retrain of it
+        model = make_model(name, size="tiny", seed=seed)
+        plain = reference_outputs(model, samples, batch_size=32)
+        optimized = reference_outputs(model, samples, batch_size=32, optimized=True)
+        assert plain.keys() == optimized.keys()
+        for output, value in plain.items():
+            assert relative_l2(value, optimized[output]) <= 1e-5, (name, seed, output)
+
+
+def test_serialized_bytes_are_run_as_given() -> None:
+    """The bytes the caller passes are what runs, not the model serialized again."""
+    x = np.ones((2, 4), np.float32)
+    model = affine()
+    other = affine()
+    other.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.zeros((4, 3), np.float32), "w"))
+    outputs = reference_outputs(
+        model,
+        SampleSet({"x": x}),
+        batch_size=2,
+        serialized=other.SerializeToString(),  # type: ignore[attr-defined]
+    )
+    assert not outputs["y"].any()

@@ -49,6 +49,7 @@ def test_external_data_is_loaded_into_the_model_and_counted_in_the_size(tmp_path
     )
     assert source.size_bytes == expected_size
     assert source.fingerprint == fingerprint(inline)
+    assert source.serialized is None  # the file's bytes are not the whole model
     onnx.checker.check_model(source.model, full_check=True)  # self-contained now
 
 

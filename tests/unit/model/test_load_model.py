@@ -260,3 +260,11 @@ def test_loaded_model_is_in_memory_and_independent_of_the_file(tmp_path: Path) -
     assert source.model is not None
     onnx.checker.check_model(source.model)
     assert numpy_helper.to_array(source.model.graph.initializer[0]).tolist() == [0.5, -1.0, 2.0]
+
+
+def test_a_self_contained_model_keeps_its_file_bytes(tmp_path: Path) -> None:
+    path = save(tiny_model(), tmp_path / "tiny.onnx")
+
+    source = load_model(path)
+
+    assert source.serialized == path.read_bytes()

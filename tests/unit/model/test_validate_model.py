@@ -223,3 +223,13 @@ def test_checker_messages_without_a_node_fall_back_to_the_graph() -> None:
 
     assert any(p.where == "graph" and "ONNX checker" in p.what for p in problems), problems
     onnx.checker.check_model(tiny_model())  # the unmodified model is fine
+
+
+def test_the_checker_reads_the_bytes_it_is_given_instead_of_serializing_the_model() -> None:
+    broken = tiny_model()
+    broken.graph.node[0].op_type = "NoSuchOp"
+
+    problems = find_problems(tiny_model(), serialized=broken.SerializeToString())
+
+    assert any("NoSuchOp" in str(p) for p in problems)
+    assert find_problems(tiny_model(), serialized=tiny_model().SerializeToString()) == []

@@ -166,10 +166,15 @@ class Manifest:
 
 @dataclass(frozen=True)
 class EngineArtifact:
-    """A folder holding an engine's file(s) and its ``manifest.json``."""
+    """A folder holding an engine's file(s) and its ``manifest.json``.
+
+    ``engine_bytes``: the engine file's content, when whoever opened the artifact read (and
+    verified) it already; a backend's ``refit`` may use it instead of reading the file again.
+    """
 
     path: Path
     manifest: Manifest
+    engine_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def engine_path(self) -> Path:
@@ -179,6 +184,10 @@ class EngineArtifact:
     def read(cls, path: Path) -> EngineArtifact:
         data = json.loads((path / MANIFEST_NAME).read_text())
         return cls(path, Manifest.from_json(data))
+
+
+REFIT_REPRODUCES = "refit_reproduces"
+"""``BuildOutput.extra`` key of a refit: the build path that would make the same engine, if any."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +301,10 @@ class Backend(Protocol):
 
     def refit(self, artifact: EngineArtifact, source: ModelSource, out_dir: Path) -> BuildOutput:
         """Write a copy of ``artifact`` carrying ``source``'s weights (same structure hash) into
-        ``out_dir`` without a full build. Raises ``RefitUnsupported`` when this backend cannot."""
+        ``out_dir`` without a full build. Raises ``RefitUnsupported`` when this backend cannot.
+        ``extra[REFIT_REPRODUCES] == "calibration-reuse"`` in the output says that a build of
+        ``source`` reusing ``artifact``'s calibration table would make the same engine (so the
+        engine cache does not make it again when the refit fails its check)."""
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> Engine:
         """Load a built artifact. Refuses an artifact built for another target (``BuildError``)."""

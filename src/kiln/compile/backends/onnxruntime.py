@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiln.compile.backends.base import (
+    REFIT_REPRODUCES,
     BuildOutput,
     EngineArtifact,
     LoadOptions,
+    Manifest,
     Progress,
     Target,
 )
@@ -225,13 +227,16 @@ class OnnxRuntimeBackend:
         _refuse_existing(out_dir)
         started = time.perf_counter()
         carried = tuple(n for n in (CALIBRATION_FILE, INDEX_FILE) if n in manifest.files)
-        result = apply_refit(record, artifact.path, carried, _onnx_model(source), out_dir)
+        result = apply_refit(
+            record, artifact.path, carried, _onnx_model(source), out_dir, engine_bytes=artifact.engine_bytes
+        )
         extra = {
             **manifest.extra,
             "refit": record,
             "refit_clipped_values": result.clipped,
             "refit_replaced_initializers": result.replaced,
             "refit_seconds": round(time.perf_counter() - started, 4),
+            REFIT_REPRODUCES: _reproduces(record, manifest),
         }
         return BuildOutput(
             engine_file=ENGINE_FILE,
@@ -281,6 +286,15 @@ class OnnxRuntimeBackend:
             raise CacheCorrupt(
                 describe("engine file is missing", seen=str(artifact.engine_path), fix="rebuild it")
             )
+
+
+def _reproduces(record: dict[str, object], manifest: Manifest) -> str | None:
+    """``calibration-reuse`` when the refit recomputed every int8 scale (``onnxruntime_refit_scales``):
+    a rebuild with the stored calibration table would make the same engine."""
+    scales = record.get("scales")
+    if manifest.calibration_file is None or not isinstance(scales, dict) or scales.get("kept") != {}:
+        return None
+    return "calibration-reuse"
 
 
 def _open_session(path: Path, plan: ThreadPlan) -> onnxruntime.InferenceSession:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kiln.compile.backends.onnxruntime_refit_scales import QuantWeight, plan_scales
 from kiln.types import Array
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class SourceRule:
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
     axis: int = 1
+    scale_name: str = ""
 
 
 @dataclass
@@ -65,6 +67,7 @@ class RefitMap:
     unchanged: dict[str, str] = field(default_factory=dict)
     indices: dict[str, Array] = field(default_factory=dict)
     requantized_weights: int = 0
+    scales: dict[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
         kinds: dict[str, int] = {}
@@ -77,6 +80,7 @@ class RefitMap:
             "entries": self.entries,
             "unchanged": self.unchanged,
             "index_file": INDEX_FILE if self.indices else None,
+            **({"scales": self.scales} if self.scales is not None else {}),
         }
 
 
@@ -100,17 +104,29 @@ def arrays(model: onnx.ModelProto) -> dict[str, Array]:
 def quantize(values: Array, scale: Array, zero_point: Array, axis: int, dtype: np.dtype[Any]) -> Array:
     """Round-half-even quantization with saturation, per tensor or along ``axis`` (as ONNX
     Runtime's quantizer does); returns the values in ``dtype``."""
-    x = np.asarray(values, dtype=np.float64)
-    s = np.asarray(scale, dtype=np.float64)
-    z = np.asarray(zero_point, dtype=np.float64)
+    return quantize_counting(values, scale, zero_point, axis, dtype)[0]
+
+
+def quantize_counting(
+    values: Array, scale: Array, zero_point: Array, axis: int, dtype: np.dtype[Any]
+) -> tuple[Array, int]:
+    """:func:`quantize`, and how many values saturated (were clipped to the type's range).
+    Float32 values quantized to 8 or 16 bits are divided in float32, as ONNX Runtime's weight
+    quantizer does; anything else (int32 biases) in float64, as its bias quantizer does."""
+    narrow = np.asarray(values).dtype == np.float32 and np.dtype(dtype).itemsize <= 2
+    work = np.float32 if narrow else np.float64
+    x = np.asarray(values, dtype=work)
+    s = np.asarray(scale, dtype=work)
+    z = np.asarray(zero_point, dtype=work)
     if s.ndim == 1 and s.size > 1:
         shape = [1] * x.ndim
         shape[axis] = s.size
         s, z = s.reshape(shape), z.reshape(shape)
     info = np.iinfo(dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.rint(x / np.where(s == 0, 1.0, s)) + z
-    return np.clip(q, info.min, info.max).astype(dtype)
+        q = np.rint(x / np.where(s == 0, work(1.0), s)) + z
+    clipped = int(np.count_nonzero((q < info.min) | (q > info.max)))
+    return np.clip(q, info.min, info.max).astype(dtype), clipped
 
 
 def source_rules(source: onnx.ModelProto, precise: onnx.ModelProto) -> dict[str, SourceRule]:
@@ -173,6 +189,7 @@ def _quant_rule(
         tuple(float(s) for s in scale),
         tuple(int(z) for z in zero),
         axis,
+        scale_name,
     )
 
 
@@ -282,10 +299,40 @@ def map_engine(
             if isinstance(named, list):
                 used.update(str(s) for s in named if s)
     kept = {rules[n].source for n in probe.left}
-    for name, value in arrays(source).items():
+    weights = arrays(source)
+    for name, value in weights.items():
         if name not in used or name in kept:
             result.unchanged[name] = tensor_digest(value)
+    if result.requantized_weights:
+        _plan_scales(result, rules, precise, engine, weights)
     return result
+
+
+def _plan_scales(
+    result: RefitMap,
+    rules: Mapping[str, SourceRule],
+    precise: onnx.ModelProto,
+    engine: onnx.ModelProto,
+    weights: Mapping[str, Array],
+) -> None:
+    """Mark the int8 weights whose scales a refit recomputes (``onnxruntime_refit_scales``)."""
+    quantized = {
+        name: QuantWeight(
+            name,
+            rules[name].source,
+            rules[name].scale_name,
+            rules[name].scale,
+            rules[name].zero_point,
+            rules[name].axis,
+            str(entry["dtype"]),
+        )
+        for name, entry in result.entries.items()
+        if entry["kind"] == "requantized"
+    }
+    plan = plan_scales(precise, engine, quantized, weights)
+    for name, change in plan.entries.items():
+        result.entries[name] = change if "kind" in change else {**result.entries[name], **change}
+    result.scales = plan.record()
 
 
 def _classify(  # noqa: PLR0917

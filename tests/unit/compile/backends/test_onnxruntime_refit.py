@@ -94,6 +94,7 @@ def test_fp32_refit_equals_a_build_of_the_new_weights(
     output = backend.refit(base, source_of(new), tmp_path / "refit")
     full = build(backend, new, spec, tmp_path / "full")
     assert output.build_path == "refit"
+    assert output.extra["refit_reproduces"] is None  # no calibration to reuse
     refitted = run(tmp_path / "refit" / "engine.onnx", feeds)
     np.testing.assert_allclose(refitted, run(full.engine_path, feeds), rtol=1e-4, atol=1e-5)
     assert not np.allclose(refitted, run(base.engine_path, feeds), rtol=1e-4, atol=1e-5)
@@ -118,6 +119,49 @@ def test_int8_refit_is_as_accurate_as_a_rebuild_with_the_stored_calibration(
     assert sorted(output.files) == ["calibration.json", "engine.onnx"]
 
 
+def scaled(model: onnx.ModelProto, factor: float) -> onnx.ModelProto:
+    """``model`` with every float weight of more than one element multiplied by ``factor``."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, tensor in enumerate(copy.graph.initializer):
+        value = numpy_helper.to_array(tensor)
+        if value.dtype == np.float32 and value.size > 1:
+            moved = numpy_helper.from_array(value * np.float32(factor), tensor.name)
+            copy.graph.initializer[i].CopyFrom(moved)
+    return copy
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_int8_refit_recomputes_the_weight_scales_as_a_rebuild_does(
+    backend: OnnxRuntimeBackend, tmp_path: Path, name: str
+) -> None:
+    model, spec, feeds = setup_example(name, "int8")
+    base = build(backend, model, spec, tmp_path / "base")
+    scales = base.manifest.extra["refit"]["scales"]  # type: ignore[index]
+    assert scales["recomputed"] > 0
+    assert scales["kept"] == {}
+    new = retrained(scaled(model, 3.0))  # weights three times as large: stale scales would clip
+    output = backend.refit(base, source_of(new), tmp_path / "refit")
+    assert output.extra["refit_clipped_values"] == 0
+    assert output.extra["refit_reproduces"] == "calibration-reuse"
+    rebuilt = build(backend, new, spec, tmp_path / "full", table=base.path / "calibration.json")
+    engine = onnx.load(str(tmp_path / "refit" / "engine.onnx"))
+    rebuilt_engine = onnx.load(str(rebuilt.engine_path))
+    held = {t.name: numpy_helper.to_array(t) for t in rebuilt_engine.graph.initializer}
+    entries = base.manifest.extra["refit"]["entries"]  # type: ignore[index]
+    recomputed = {n for n, e in entries.items() if e["kind"] in ("requantized", "scale")}  # type: ignore[index]
+    assert recomputed <= set(held)  # (the ranker's rebuild names some merged constants differently)
+    for tensor in engine.graph.initializer:  # the very weights, scales and biases of the rebuild
+        if tensor.name in held:
+            np.testing.assert_array_equal(
+                numpy_helper.to_array(tensor), held[tensor.name], err_msg=tensor.name
+            )
+    refitted = run(tmp_path / "refit" / "engine.onnx", feeds)
+    truth = run_reference(new, feeds)
+    refit_error = np.linalg.norm(refitted - truth)
+    assert refit_error <= 1.05 * np.linalg.norm(run(rebuilt.engine_path, feeds) - truth) + 1e-6
+
+
 def run_reference(model: onnx.ModelProto, feeds: dict[str, Array]) -> Array:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -131,6 +175,27 @@ def test_the_cnn_relayout_is_recorded_as_an_index(backend: OnnxRuntimeBackend, t
     record = base.manifest.extra["refit"]
     assert record["index_file"] == "refit_index.npz"  # type: ignore[index]
     assert "refit_index.npz" in base.manifest.files
+
+
+def test_a_refit_given_the_engine_bytes_does_not_read_the_engine_file(
+    backend: OnnxRuntimeBackend, tmp_path: Path
+) -> None:
+    model, spec, feeds = setup_example("ctr", "int8")
+    base = build(backend, model, spec, tmp_path / "base")
+    data = base.engine_path.read_bytes()
+    base.engine_path.unlink()
+    new = retrained(model)
+    backend.refit(replace(base, engine_bytes=data), source_of(new), tmp_path / "refit")
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "engine.onnx").write_bytes(data)
+    for name in ("calibration.json",):
+        (tmp_path / "again" / name).write_bytes((base.path / name).read_bytes())
+    backend.refit(replace(base, path=tmp_path / "again"), source_of(new), tmp_path / "refit2")
+    refitted = (tmp_path / "refit" / "engine.onnx").read_bytes()
+    assert refitted == (tmp_path / "refit2" / "engine.onnx").read_bytes()
+    assert not np.allclose(
+        run(tmp_path / "refit" / "engine.onnx", feeds), run(tmp_path / "again" / "engine.onnx", feeds)
+    )
 
 
 def test_a_mismatched_map_falls_back_and_leaves_nothing(backend: OnnxRuntimeBackend, tmp_path: Path) -> None:
