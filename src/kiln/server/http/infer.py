@@ -20,7 +20,8 @@ from typing import Any
 from kiln.errors import InvalidInput, ModelNotFound, describe
 from kiln.server.auth import Authenticator, credential_from
 from kiln.server.core import ServerCore, TooLarge
-from kiln.server.http.codec import decode_request, encode_response
+from kiln.server.http.codec import encode_response
+from kiln.server.http.decode_cache import RequestDecoder
 from kiln.server.http.errors import error_reply
 
 Scope = MutableMapping[str, Any]
@@ -95,6 +96,7 @@ class InferSteps:
         self._core = core
         self._auth = auth
         self.max_request_bytes = max_request_bytes
+        self._decoder = RequestDecoder()
 
     def admit(self, path: str, headers: Headers) -> Admission:
         """Check the caller, the path and the size headers. Raises kiln's errors (``Unauthorized``,
@@ -127,7 +129,7 @@ class InferSteps:
     async def run(self, admission: Admission, body: bytes) -> Reply:
         """Decode, run and encode one admitted request; any error becomes its error reply."""
         try:
-            request, plan = decode_request(
+            request, plan = self._decoder.decode(
                 body,
                 admission.header_length,
                 model=admission.model,
