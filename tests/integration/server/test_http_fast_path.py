@@ -303,3 +303,14 @@ def test_a_client_that_leaves_mid_body_or_mid_run_does_not_disturb_others(served
         return await served.server.server.core.wait_drained(10.0)
 
     assert served.server.call(drained())
+
+
+def test_an_upgrade_request_is_answered_as_http_then_the_connection_closes(served: Served) -> None:
+    with RawClient(served.http) as client:
+        client.send(
+            request("GET", "/v2/health/live", headers={"connection": "upgrade", "upgrade": "websocket"})
+        )
+        reply = client.reply()
+        assert reply.json() == {"live": True}
+        assert reply.headers["connection"] == "close"
+        assert client.read_until_closed() == b""

@@ -148,7 +148,13 @@ class HttpConnection(asyncio.Protocol):
                 log.exception("kiln's HTTP protocol failed on a request")
                 self._refuse(InvalidInput(describe("the server could not read the request")))
         except httptools.HttpParserUpgrade:
-            self._refuse(InvalidInput(describe("protocol upgrades are not supported", fix="speak HTTP/1.1")))
+            # The request asking to upgrade is queued, answered as plain HTTP; what follows it on
+            # the connection is another protocol, so nothing more is read and the answer closes.
+            self._refused = True
+            self._request = None
+            self._update_reading()
+            if not self._busy:
+                self._next()
         except httptools.HttpParserError as exc:
             self._refuse(
                 InvalidInput(
@@ -271,7 +277,7 @@ class HttpConnection(asyncio.Protocol):
         self._next()
 
     def _answer(self, request: _Request, reply: Reply) -> None:
-        keep_alive = request.keep_alive and not self._shared.stopping
+        keep_alive = self._keeps_alive(request)
         data = self._shared.heads.reply(
             reply.status, reply.content_type, reply.body, reply.json_length, keep_alive
         )
@@ -283,13 +289,18 @@ class HttpConnection(asyncio.Protocol):
             if self._closed:
                 self._disconnected.set()
         reply = await call_app(self._shared.app, self._scope(request), request.body(), self._disconnected)
-        keep_alive = request.keep_alive and not self._shared.stopping
+        keep_alive = self._keeps_alive(request)
         data = self._shared.heads.generic(
             reply.status, reply.headers, reply.body, keep_alive, head_only=request.method == "HEAD"
         )
         self._busy = False
         self._write(data, keep_alive)
         self._next()
+
+    def _keeps_alive(self, request: _Request) -> bool:
+        """Whether the connection stays open after answering ``request``: not when the client or
+        the server's shutdown says so, nor after the last answer of a connection that reads no more."""
+        return request.keep_alive and not self._shared.stopping and not (self._refused and not self._queue)
 
     def _write(self, data: bytes, keep_alive: bool) -> None:
         transport = self._transport
