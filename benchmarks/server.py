@@ -162,9 +162,17 @@ class Process:
     """A server subprocess, stopped with SIGTERM (then killed) on exit. ``http``: wait for its
     readiness endpoint; otherwise for its port to accept connections."""
 
-    def __init__(self, command: Sequence[str], port: int, log: Path, *, http: bool = True) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        port: int,
+        log: Path,
+        *,
+        http: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = log.open("wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.port, self.http = port, http
 
     def __enter__(self) -> Process:

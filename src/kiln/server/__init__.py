@@ -4,5 +4,6 @@ tensor, model configuration, statistics, repository and schedule extensions, in 
 
 Entry points: :func:`kiln.server.serve.serve`, :func:`kiln.server.serve.start_server`,
 :class:`kiln.server.serve.BackgroundServer`, :class:`kiln.server.config.ServerConfig`. This package
-imports nothing heavy by itself; uvicorn and grpc load with :mod:`kiln.server.serve`.
+imports nothing heavy by itself; the HTTP server (httptools, uvloop) and grpc load with
+:mod:`kiln.server.serve`.
 """

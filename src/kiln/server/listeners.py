@@ -1,16 +1,11 @@
-"""The two listeners of a kiln server: uvicorn for HTTP (on a socket kiln binds itself, so port 0
-works and the real port is known) and ``grpc.aio`` for gRPC."""
+"""The two listeners of a kiln server: kiln's HTTP server (:mod:`kiln.server.http.server`, on a
+socket kiln binds itself, so port 0 works and the real port is known) and ``grpc.aio`` for gRPC."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
-from collections.abc import Iterator
 
-import uvicorn
 from grpc import aio
-from starlette.types import ASGIApp
 
 from kiln.errors import ConfigError, describe
 from kiln.server.auth import Authenticator
@@ -18,17 +13,10 @@ from kiln.server.config import ServerConfig
 from kiln.server.core import ServerCore
 from kiln.server.feedback import FeedbackIntake
 from kiln.server.grpc.service import create_grpc_server
-from kiln.server.http.protocol import KServeHttpProtocol
+from kiln.server.http.app import KServeApp
+from kiln.server.http.server import HttpServer
 
 STARTUP_TIMEOUT_S = 30.0
-
-
-class QuietUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: ``kiln.server.serve.serve`` owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def client_host(host: str) -> str:
@@ -58,31 +46,17 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False, what: str = "
     return sock
 
 
-async def start_http(app: ASGIApp, config: ServerConfig) -> tuple[QuietUvicorn, asyncio.Task[None], int]:
-    """uvicorn on ``config.host:http_port``; with ``workers > 1`` the port is shared (SO_REUSEPORT)."""
+async def start_http(app: KServeApp, config: ServerConfig) -> HttpServer:
+    """kiln's HTTP server on ``config.host:http_port``, listening; with ``workers > 1`` the port is
+    shared (SO_REUSEPORT). Inference requests take the protocol's own path (``app.steps``)."""
     sock = bind_socket(config.host, config.http_port, reuse_port=config.workers > 1)
-    port = int(sock.getsockname()[1])
-    settings = uvicorn.Config(
-        app,
-        http=KServeHttpProtocol,
-        lifespan="off",
-        access_log=False,
-        log_level="warning",
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(config.drain_timeout_s) + 1,
-    )
-    server = QuietUvicorn(settings)
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]), name="kiln-http")
-    deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
-    while not server.started:
-        if task.done():
-            task.result()
-            raise ConfigError(describe("the HTTP server stopped while starting", seen=f"port {port}"))
-        if asyncio.get_running_loop().time() > deadline:
-            raise ConfigError(describe("the HTTP server did not start in time", seen=f"{STARTUP_TIMEOUT_S}s"))
-        await asyncio.sleep(0.01)
-    return server, task, port
+    server = HttpServer(app, sock, steps=app.steps, max_request_bytes=config.max_request_bytes)
+    try:
+        await server.start()
+    except BaseException:
+        sock.close()
+        raise
+    return server
 
 
 async def start_grpc(

@@ -1,4 +1,4 @@
-"""Starting and stopping kiln's server: KServe v2 over HTTP (uvicorn: uvloop + httptools) and gRPC
+"""Starting and stopping kiln's server: KServe v2 over HTTP (kiln's httptools protocol on uvloop) and gRPC
 (``grpc.aio``), on one event loop, in front of one :class:`~kiln.runtime.Runtime`.
 
 * :func:`start_server` starts both front ends on the running loop and returns a
@@ -36,7 +36,8 @@ from kiln.server.config import ServerConfig
 from kiln.server.core import ServerCore, Unsupported
 from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.app import create_app
-from kiln.server.listeners import STARTUP_TIMEOUT_S, QuietUvicorn, client_host, start_grpc, start_http
+from kiln.server.http.server import HttpServer
+from kiln.server.listeners import STARTUP_TIMEOUT_S, client_host, start_grpc, start_http
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -66,8 +67,7 @@ class RunningServer:
     host: str
     http_port: int
     grpc_port: int | None
-    _http: QuietUvicorn
-    _http_task: asyncio.Task[None]
+    _http: HttpServer
     _grpc: aio.Server | None
     feedback: FeedbackIntake | None = None
 
@@ -90,8 +90,7 @@ class RunningServer:
             log.warning("shutting down with %d request(s) still in flight", self.core.in_flight)
         if self._grpc is not None:
             await self._grpc.stop(GRPC_CLOSE_GRACE_S)
-        self._http.should_exit = True
-        await self._http_task
+        await self._http.close(timeout + 1.0)
         if self.feedback is not None:
             self.feedback.close()
         return drained
@@ -126,14 +125,14 @@ async def start_server(
     )
     grpc_server, grpc_port = await start_grpc(core, auth, config, intake)
     try:
-        http, task, http_port = await start_http(app, config)
+        http = await start_http(app, config)
     except BaseException:
         if grpc_server is not None:
             await grpc_server.stop(None)
         raise
     core.mark_started()
-    log.info("kiln serving HTTP on %s:%d, gRPC on %s", config.host, http_port, grpc_port)
-    return RunningServer(core, config.host, http_port, grpc_port, http, task, grpc_server, intake)
+    log.info("kiln serving HTTP on %s:%d, gRPC on %s", config.host, http.port, grpc_port)
+    return RunningServer(core, config.host, http.port, grpc_port, http, grpc_server, intake)
 
 
 async def serve(
@@ -196,7 +195,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop (what the server is tuned for), else asyncio's."""
     try:
         import uvloop  # noqa: PLC0415 (optional speed-up)
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+    except ImportError:  # pragma: no cover - uvloop is a dependency (uvicorn[standard])
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop

@@ -1,5 +1,5 @@
-"""The server under test: a real kiln server (uvicorn + grpc.aio on free loopback ports) in front of
-a real runtime of ONNX Runtime engines, started on a thread of its own.
+"""The server under test: a real kiln server (its HTTP protocol and grpc.aio on free loopback ports)
+in front of a real runtime of ONNX Runtime engines, started on a thread of its own.
 
 Models served: ``ctr`` (tiny example, batches up to 16) and ``pair`` (two inputs, two outputs).
 ``spare`` (the pair graph) is known to the repository stand-in but not loaded: tests load it.

@@ -38,7 +38,7 @@ from kiln.server.core import ServerCore, Unsupported
 from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.errors import error_body, error_reply
 from kiln.server.http.feedback import FeedbackEndpoint
-from kiln.server.http.infer import InferEndpoint, Receive, Scope, Send, is_infer_path
+from kiln.server.http.infer import InferEndpoint, InferSteps, Receive, Scope, Send, is_infer_path
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -236,7 +236,8 @@ def _routes(e: _Endpoints, feedback: FeedbackIntake | None = None) -> list[BaseR
 
 class KServeApp:
     """The ASGI application: ``POST .../infer`` straight to :class:`InferEndpoint`, ``/metrics`` to
-    the metrics app, the rest routed by Starlette."""
+    the metrics app, the rest routed by Starlette. ``steps`` are the inference steps, for a server
+    that runs inference requests itself (kiln's HTTP protocol)."""
 
     def __init__(
         self,
@@ -247,7 +248,8 @@ class KServeApp:
         metrics_app: ASGIApp | None,
         feedback: FeedbackIntake | None = None,
     ) -> None:
-        self.infer = InferEndpoint(core, auth, max_request_bytes=max_request_bytes)
+        self.steps = InferSteps(core, auth, max_request_bytes=max_request_bytes)
+        self.infer = InferEndpoint(self.steps)
         self.metrics = metrics_app
         handlers = {404: _not_found, 405: _not_allowed}
         self.router = Starlette(routes=_routes(_Endpoints(core, auth), feedback), exception_handlers=handlers)

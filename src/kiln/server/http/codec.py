@@ -72,7 +72,8 @@ def _parse_json(text: bytes | memoryview) -> tuple[object, bool]:
             ) from None
 
 
-def _header_length(body: bytes, header_length: int | None) -> int:
+def header_span(body: bytes, header_length: int | None) -> int:
+    """The JSON header's length in ``body``; ``Unsupported`` for 0, ``InvalidInput`` when it does not fit."""
     if header_length is None:
         return len(body)
     if header_length == 0:
@@ -105,7 +106,7 @@ def decode_request(
     body: bytes, header_length: int | None, *, model: str, version: str | None, tenant: str
 ) -> tuple[InferRequest, OutputPlan]:
     """Decode one inference request body. ``InvalidInput`` naming the field, value and fix."""
-    json_length = _header_length(body, header_length)
+    json_length = header_span(body, header_length)
     header, nonfinite = _parse_json(body if json_length == len(body) else memoryview(body)[:json_length])
     doc = _mapping(header, "the request")
     inputs = _decode_inputs(doc.get("inputs"), body, json_length, nonfinite)
