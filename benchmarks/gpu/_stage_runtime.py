@@ -33,7 +33,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,11 @@ FULL = Plan(
     warmup_s=0.5,
     max_rate=50_000.0,
     swap_rate=1500.0,
-    swaps=25,
+    swaps=40,
     swap_every_s=2.0,
     fault_rate=200.0,
     fault_s=15.0,
-    budget_s=480.0,
+    budget_s=420.0,
 )
 SMOKE = Plan(
     size="tiny",
@@ -128,6 +128,36 @@ SMOKE = Plan(
     budget_s=600.0,
     options=(("compile", "eager"),),
 )
+
+
+PREFIX = "runtime."
+
+
+def plan_for(smoke: bool, options: Sequence[tuple[str, str]]) -> Plan:
+    """``SMOKE`` or ``FULL`` with the overrides among ``options`` named ``runtime.<field>``
+    (``--option runtime.swap_rate=2000``, ``--option runtime.instances=1,2``); ``SystemExit``
+    naming the fields for an unknown one."""
+    plan = SMOKE if smoke else FULL
+    changes: dict[str, Any] = {}
+    for name, value in options:
+        if not name.startswith(PREFIX):
+            continue
+        field = name.removeprefix(PREFIX)
+        current = getattr(plan, field, None)
+        if current is None or field == "options":
+            raise SystemExit(
+                f"unknown runtime plan field {field!r} in --option {name}; fields: {sorted(vars(plan))}"
+            )
+        if isinstance(current, tuple):
+            kind = type(current[0])
+            changes[field] = tuple(kind(v) for v in value.split(","))
+        else:
+            changes[field] = type(current)(value)
+    return replace(plan, **changes)
+
+
+def backend_options(options: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((n, v) for n, v in options if not n.startswith(PREFIX))
 
 
 # -- the rate ladder (pure) ----------------------------------------------------------------------
@@ -215,7 +245,11 @@ def subject(ctx: Context, model: str, plan: Plan) -> Subject:
 def engines(ctx: Context, subj: Subject, plan: Plan, backend: TorchBackend) -> list[EngineArtifact]:
     """Version 0 built (cold compile), versions 1.. refitted from it (new weights, same cache)."""
     source = load_model(subj.onnx[0], op_support=backend.op_support())
-    options = (("buckets", ",".join(map(str, plan.buckets))), *plan.options, *ctx.extra_options)
+    options = (
+        ("buckets", ",".join(map(str, plan.buckets))),
+        *plan.options,
+        *backend_options(ctx.extra_options),
+    )
     spec = BuildSpec(
         precision="fp16", max_batch_size=max(plan.buckets), backend="torch", backend_options=options
     )
@@ -401,7 +435,7 @@ def _write_detail(ctx: Context, detail: dict[str, Any]) -> None:
 def run(ctx: Context, model: str = "cnn") -> None:
     """Stage ``runtime``: batching vs one request per run, per instance count and repeat."""
     started = time.perf_counter()
-    plan = SMOKE if ctx.smoke else FULL
+    plan = plan_for(ctx.smoke, ctx.extra_options)
     logging.getLogger("kiln.runtime").setLevel(logging.ERROR)
     # Two standby engines: the batching and the one-per-run runtimes each take one back per sweep.
     prepared = _prepare(ctx, model, plan, standby=2)
@@ -425,7 +459,7 @@ def run(ctx: Context, model: str = "cnn") -> None:
 def run_swaps(ctx: Context, model: str = "cnn") -> None:
     """Stage ``runtime-swaps``: hot swaps under load (both warm-up policies), then the fault run."""
     started = time.perf_counter()
-    plan = SMOKE if ctx.smoke else FULL
+    plan = plan_for(ctx.smoke, ctx.extra_options)
     logging.getLogger("kiln.runtime").setLevel(logging.ERROR)  # injected faults log a warning each
     prepared = _prepare(ctx, model, plan, standby=1)
     backend: TorchBackend = prepared.backend  # type: ignore[assignment]

@@ -106,3 +106,14 @@ def test_stage_names() -> None:
     assert _stage_runtime.stage_runner("runtime") is not None
     assert _stage_runtime.stage_runner("runtime-swaps-resnet50") is not None
     assert _stage_runtime.stage_runner("runtimes") is None
+
+
+def test_plan_overrides_from_options() -> None:
+    options = (("runtime.swap_rate", "2000"), ("runtime.instances", "1"), ("compile", "eager"))
+    plan = _stage_runtime.plan_for(False, options)
+    assert plan.swap_rate == 2000.0
+    assert plan.instances == (1,)
+    assert plan.bounds_ms == FULL.bounds_ms
+    assert _stage_runtime.backend_options(options) == (("compile", "eager"),)
+    with pytest.raises(SystemExit, match="unknown runtime plan field 'swap_rat'"):
+        _stage_runtime.plan_for(False, (("runtime.swap_rat", "1"),))
