@@ -158,5 +158,5 @@ def render(records: list[dict[str, Any]]) -> str:
             lines += [*_events(other), ""]
     runtime = _report_runtime.tables(records)
     if runtime:
-        lines += ["## kiln.runtime on the GPU", "", *runtime]
+        lines += ["## kiln.runtime serving the torch engine", "", *runtime]
     return "\n".join(lines)
