@@ -1,5 +1,5 @@
 """The GPU benchmark's runtime stages: the rate ladder, capacities and the rendered report (pure
-parts; the stages themselves run in tests/integration/bench/test_gpu_runtime_stage.py)."""
+parts; the stages themselves run in tests/integration/bench/test_gpu_runtime_smoke.py)."""
 
 from __future__ import annotations
 
