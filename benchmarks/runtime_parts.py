@@ -100,11 +100,16 @@ def prepare(name: str, size: str, root: Path, *, max_batch_size: int) -> Prepare
         built = obtain_bench_engine(model, spec=spec, cache_dir=root / "cache")
         built.engine.close()
         artifacts.append(built.artifact)
-    count = 256 if name != "cnn" else 16
+    return Prepared(name, artifacts, request_pool(name, size))
+
+
+def request_pool(name: str, size: str, count: int | None = None) -> RequestPool:
+    """One-row requests cycling through ``count`` validation samples of the example ``name``
+    (default 256, 16 for the cnn's large images); any engine of the example serves them."""
+    count = count or (256 if name != "cnn" else 16)
     data = examples.make_samples(name, count, kind="validation", size=size, labels=False)  # type: ignore[arg-type]
     inputs = {k: v for k, v in data.items() if not k.startswith("_")}
-    pool = RequestPool.from_samples(SampleSet(inputs), examples.EXAMPLES[name].inputs(size))  # type: ignore[arg-type]
-    return Prepared(name, artifacts, pool)
+    return RequestPool.from_samples(SampleSet(inputs), examples.EXAMPLES[name].inputs(size))  # type: ignore[arg-type]
 
 
 async def _serving(prepared: Prepared, config: ModelConfig) -> Runtime:
@@ -141,10 +146,20 @@ async def _drive_swaps(
 
 
 async def swap_soak(
-    prepared: Prepared, config: ModelConfig, *, rate: float, swaps: int, every_s: float
+    prepared: Prepared,
+    config: ModelConfig,
+    *,
+    rate: float,
+    swaps: int,
+    every_s: float,
+    before_load: Callable[[], object] | None = None,
 ) -> SoakResult:
-    """A fixed-rate soak while a new version is loaded every ``every_s``; phases steady/swap."""
+    """A fixed-rate soak while a new version is loaded every ``every_s``; phases steady/swap.
+    ``before_load`` runs once the first version serves, before the load starts (e.g. parking a
+    standby engine so that even the first swap is a weight refit)."""
     runtime = await _serving(prepared, config)
+    if before_load is not None:
+        before_load()
     log = MarkerLog(SYSTEM_CLOCK)
     windows = SwapWindows(log, after_s=1.0)
     spec = Soak(rate, duration_s=every_s * (swaps + 1) + 1.5, seed=1)

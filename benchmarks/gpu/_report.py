@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import _report_runtime
+
 MODELS = ("resnet50", "resnet50-fused", "resnet50-1x1mm", "bert-large", "bert-base", "ctr")
 
 
@@ -125,12 +127,14 @@ def targets(records: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"- CTR served end to end >= 50,000 inferences/s at p99 <= 5 ms: {_rate(top)} ({verdict})"
         )
-    return lines
+    return lines + _report_runtime.targets(records)
 
 
 def render(records: list[dict[str, Any]]) -> str:
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
+        if record["kind"] in _report_runtime.KINDS:
+            continue  # rendered by _report_runtime.tables below
         by_model[str(record.get("model", record["stage"]))].append(record)
     lines = ["# GPU benchmark results", ""]
     env = next((r for r in records if r["kind"] == "env"), None)
@@ -152,4 +156,7 @@ def render(records: list[dict[str, Any]]) -> str:
         other = [r for r in rows if r["kind"] not in ("timing", "e2e-timing", "accuracy", "env")]
         if other:
             lines += [*_events(other), ""]
+    runtime = _report_runtime.tables(records)
+    if runtime:
+        lines += ["## kiln.runtime serving the torch engine", "", *runtime]
     return "\n".join(lines)

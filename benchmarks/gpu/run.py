@@ -18,6 +18,11 @@ with it), each appending its results to ``DIR/results.jsonl`` as they are measur
 * ``bert-large-autotune``: the BERT-large engine compiled with ``compile=max-autotune``, batch 64;
 * ``bert-large-tuned``: BERT-large with ``attention=cudnn``, with and without coordinate descent;
 * ``ctr``: the DLRM-style example model, eager fp32 and kiln fp32 (ONNX source);
+* ``runtime``: the example CNN (fp16 engine) served by ``kiln.runtime`` in this process under
+  open-loop load, dynamic batching against one request per run at p99 bounds of 5 and 10 ms,
+  1 and 2 instances; ``runtime-swaps``: hot swaps (weight refits every 2 s) under load and one
+  transient fault (see ``_stage_runtime``); ``runtime-resnet50`` and ``runtime-swaps-resnet50``:
+  the same with ResNet-50;
 * ``e2e`` (only with ``--e2e``): the CTR model served by ``python -m kiln serve REPO`` (a model
   repository whose ``config.yaml`` selects the torch backend; its own process), driven by
   perf_analyzer over gRPC on a grid of request sizes and concurrencies, then two weight-only hot
@@ -61,6 +66,10 @@ STAGES: dict[str, float] = {
     "resnet50-tuning": 360,
     "bert-large-tuning": 300,
     "aoti-abi": 150,
+    "runtime": 540,
+    "runtime-swaps": 420,
+    "runtime-resnet50": 540,
+    "runtime-swaps-resnet50": 420,
 }
 """Stage -> time limit in seconds (full run; ``--smoke`` uses the same limits)."""
 DEFAULT_STAGES = (
@@ -97,7 +106,7 @@ def _options(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(o.split("=", 1)) for o in args.option)  # type: ignore[misc]
 
 
-def run_stage(args: argparse.Namespace) -> None:
+def run_stage(args: argparse.Namespace) -> None:  # noqa: PLR0915 (one branch per stage)
     """Inside a stage's own process."""
     import torch
 
@@ -160,6 +169,13 @@ def run_stage(args: argparse.Namespace) -> None:
         import _stage_tuning
 
         _stage_tuning.run(ctx, args.stage)
+    elif args.stage.startswith("runtime"):
+        import _stage_runtime
+
+        runner = _stage_runtime.stage_runner(args.stage)
+        if runner is None:
+            raise SystemExit(f"unknown stage {args.stage!r}; stages: {', '.join(STAGES)}")
+        runner(ctx)
     elif args.stage == "warm-load":
         warm_load_stage(ctx, args.artifact)
     else:
