@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.console import Console
 
+from kiln.cli._lines import say
 from kiln.errors import ConfigError, KilnError, describe
 from kiln.server.config import ServerConfig, server_config
 
@@ -189,7 +190,7 @@ def run_workers(repo: Path, config: ServerConfig, options: dict[str, object], *,
 
 
 def _say(line: str) -> None:
-    print(line, flush=True)
+    say(line)
 
 
 def print_banner(server: RunningServer, then: Callable[[RunningServer], None] | None = None) -> None:

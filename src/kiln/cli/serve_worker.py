@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from kiln.cli._lines import say
 from kiln.cli._shell import configure_logging
 from kiln.errors import ConfigError, KilnError
 from kiln.server.config import ServerConfig
@@ -76,7 +77,7 @@ def main() -> int:
         options["cache_dir"] = Path(options["cache_dir"])
 
     def started(server: object) -> None:
-        print(f"kiln worker {index} ready (pid {os.getpid()})", flush=True)
+        say(f"kiln worker {index} ready (pid {os.getpid()})")
 
     try:
         drained = serve_repository(
@@ -89,10 +90,10 @@ def main() -> int:
             peers=_peers(spec),
         )
     except ConfigError as error:
-        print(f"error: kiln worker {index}: {error}", file=sys.stderr, flush=True)
+        say(f"error: kiln worker {index}: {error}", sys.stderr)
         return 2
     except KilnError as error:
-        print(f"error: kiln worker {index}: {error}", file=sys.stderr, flush=True)
+        say(f"error: kiln worker {index}: {error}", sys.stderr)
         return 1
     return 0 if drained else 1
 
