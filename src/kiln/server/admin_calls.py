@@ -108,7 +108,7 @@ def check_replies(call: AdminCall, own: int, replies: Sequence[PeerReply]) -> No
     if call.op == "rollback":
         fix = f"check GET /v2/admin/models/{call.model}/status on each worker before rolling back again"
     else:
-        fix = "repeat the call once every worker is ready (GET /v2/health/ready); repeating it is safe"
+        fix = "repeat the call once the workers named are ready again; repeating it is safe"
     raise WorkersDiverged(
         describe(
             f"{call.op} of model {call.model!r} was applied on worker(s) {', '.join(map(str, applied))} only",

@@ -91,20 +91,26 @@ async def send_admin_call(
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), connect_timeout_s)
     except FileNotFoundError:
-        return PeerReply(worker, None, "it takes no admin calls yet (starting)")
+        return PeerReply(worker, None, "no admin socket (the worker is starting or stopping)")
     except ConnectionRefusedError:
         return PeerReply(worker, None, "connection refused (the worker is down or restarting)")
-    except (OSError, TimeoutError) as exc:
-        return PeerReply(worker, None, f"could not connect within {connect_timeout_s:g} s ({exc!r})")
-    try:
+    except TimeoutError:
+        return PeerReply(worker, None, f"no connection within {connect_timeout_s:g} s (the worker is stuck)")
+    except OSError as exc:
+        return PeerReply(worker, None, f"could not connect ({exc})")
+
+    async def exchange() -> bytes:
         writer.write(call.encode())
         await writer.drain()
-        data = orjson.loads(await asyncio.wait_for(reader.read(), reply_timeout_s))
+        return await reader.read()
+
+    try:
+        data = orjson.loads(await asyncio.wait_for(exchange(), reply_timeout_s))
         return PeerReply(worker, int(data["status"]), str(data.get("error", "")))
     except TimeoutError:
         return PeerReply(worker, None, f"no reply within {reply_timeout_s:g} s (the worker is busy or stuck)")
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        return PeerReply(worker, None, f"no valid reply ({exc!r})")
+        return PeerReply(worker, None, f"the connection ended without a valid reply ({exc!r})")
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -108,13 +108,24 @@ def test_a_worker_not_answering_yet_or_stuck_is_given_up_on(tmp_path: Path) -> N
     async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # never replies; returns when the sender gives up and closes
 
+    async def hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # died while applying the call
+
     async def scenario() -> None:
         missing = await send_admin_call(tmp_path / "5.admin.sock", 5, call)
-        assert (missing.status, missing.message) == (None, "it takes no admin calls yet (starting)")
+        assert (missing.status, missing.message) == (
+            None,
+            "no admin socket (the worker is starting or stopping)",
+        )
         server = await asyncio.start_unix_server(stuck, path=str(tmp_path / "6.admin.sock"))
         async with server:
             late = await send_admin_call(tmp_path / "6.admin.sock", 6, call, reply_timeout_s=0.05)
         assert (late.status, late.message) == (None, "no reply within 0.05 s (the worker is busy or stuck)")
+        server = await asyncio.start_unix_server(hangs_up, path=str(tmp_path / "7.admin.sock"))
+        async with server:
+            gone = await send_admin_call(tmp_path / "7.admin.sock", 7, call)
+        assert gone.status is None
+        assert gone.message.startswith("the connection ended without a valid reply")
 
     asyncio.run(scenario())
 
