@@ -21,6 +21,7 @@ from kiln.metering.usage import Meter, NullMeter, UsageEvent
 from kiln.repository.control import IndexEntry, ModelControl
 from kiln.runtime import FaultSpec, InferResult, ModelSlot, ModelStatus, Runtime, VersionState
 from kiln.server import model_info
+from kiln.server.admin_calls import AdminCall, Forwarder
 from kiln.server.config import ServerConfig
 from kiln.server.health import Readiness, plan_readiness
 from kiln.server.model_info import JSON
@@ -60,8 +61,10 @@ class ServerCore:
         *,
         config: ServerConfig | None = None,
         meter: Meter | None = None,
+        fanout: Forwarder | None = None,
     ) -> None:
         self.runtime = runtime
+        self.fanout = fanout
         self.control = control
         self.config = config or ServerConfig()
         self.meter: Meter = meter or NullMeter()
@@ -227,6 +230,26 @@ class ServerCore:
 
     def model_status(self, name: str) -> JSON:
         return dataclasses.asdict(self.runtime.model(name).status())
+
+    def apply(self, call: AdminCall) -> JSON | list[JSON]:
+        """Apply one repository/admin call to this process only (never forwarded: this is how a
+        worker applies the calls other workers send it)."""
+        if call.op == "load":
+            return self.load_model(call.model)
+        if call.op == "unload":
+            return self.unload_model(call.model)
+        if call.op == "rollback":
+            return self.rollback(call.model)
+        return self.set_faults(call.model, call.faults, call.target)
+
+    async def admin(self, call: AdminCall) -> JSON | list[JSON]:
+        """Apply ``call`` here, then, for a worker of ``kiln serve --workers N`` (``fanout``), on every
+        other worker (see :mod:`kiln.server.workers_admin`); ``WorkersDiverged`` when some did not
+        apply it. A call refused here goes nowhere else."""
+        result = self.apply(call)
+        if self.fanout is not None:
+            await self.fanout.forward(call)
+        return result
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ _MAX_REQUEST = 8192
 
 @dataclass(frozen=True, slots=True)
 class WorkerPeers:
-    """Where the workers of one ``kiln serve --workers N`` serve their metrics, and how many."""
+    """Where the workers of one ``kiln serve --workers N`` serve their metrics (and take each
+    other's admin calls, ``kiln.server.workers_admin``), and how many workers there are."""
 
     folder: Path
     num_workers: int

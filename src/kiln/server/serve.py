@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -31,13 +32,17 @@ from kiln.metering.usage import Meter
 from kiln.repository.control import ModelControl, RepositoryService
 from kiln.repository.layout import STATE_DIR
 from kiln.runtime import Runtime
+from kiln.server.admin_calls import Forwarder
 from kiln.server.auth import Authenticator, create_authenticator
 from kiln.server.config import ServerConfig
 from kiln.server.core import ServerCore, Unsupported
 from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.app import create_app
+from kiln.server.http.errors import http_status
 from kiln.server.http.server import HttpServer
 from kiln.server.listeners import STARTUP_TIMEOUT_S, client_host, start_grpc, start_http
+from kiln.server.messages import client_message
+from kiln.server.workers_admin import AdminFanout, answer_admin_calls
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -105,17 +110,20 @@ async def start_server(
     metrics_app: ASGIApp | None = None,
     auth: Authenticator | None = None,
     feedback: FeedbackStore | None = None,
+    fanout: Forwarder | None = None,
 ) -> RunningServer:
     """Start HTTP and gRPC on the running loop, in front of ``runtime``.
 
     ``control`` backs the repository endpoints and readiness; ``meter`` gets one ``UsageEvent``
     per served request; ``metrics_app`` answers ``/metrics`` (default: Prometheus' default
     registry); ``auth`` defaults to the keys file and admin token of ``config``; ``feedback``
-    takes ``POST /v2/models/{m}/feedback`` and the gRPC feedback service (the caller closes it).
+    takes ``POST /v2/models/{m}/feedback`` and the gRPC feedback service (the caller closes it);
+    ``fanout`` sends the repository/admin calls this server applies on to the other workers of
+    ``kiln serve --workers N`` (see :mod:`kiln.server.workers_admin`).
     """
     config = config or ServerConfig()
     auth = auth or create_authenticator(config.api_keys_file, config.admin_token)
-    core = ServerCore(runtime, control, config=config, meter=meter)
+    core = ServerCore(runtime, control, config=config, meter=meter, fanout=fanout)
     intake = FeedbackIntake(feedback) if feedback is not None else None
     app = create_app(
         core,
@@ -146,13 +154,18 @@ async def serve(
     on_started: Callable[[RunningServer], None] | None = None,
     feedback: FeedbackStore | None = None,
     listen_when_ready: bool = False,
+    fanout: AdminFanout | None = None,
 ) -> bool:
     """Serve until SIGTERM or SIGINT, then drain and close (see :meth:`RunningServer.shutdown`).
     Returns whether every in-flight request finished. The runtime is left open for the caller.
 
     ``listen_when_ready``: listen only once every model that should be served is ready (a worker
     of ``kiln serve --workers N`` joins the shared ports then, so that it never takes connections
-    it would answer with 503); a signal while waiting returns True at once."""
+    it would answer with 503); a signal while waiting returns True at once.
+
+    ``fanout``: this server is one worker of ``kiln serve --workers N``: the repository/admin
+    calls it takes are applied by every worker, and from before ``on_started`` until it has
+    drained it applies those the other workers send it (:mod:`kiln.server.workers_admin`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,16 +174,39 @@ async def serve(
         if listen_when_ready and not await _ready_unless_stopped(runtime, control, config, stop):
             return True
         running = await start_server(
-            runtime, control, config, meter=meter, metrics_app=metrics_app, auth=auth, feedback=feedback
+            runtime,
+            control,
+            config,
+            meter=meter,
+            metrics_app=metrics_app,
+            auth=auth,
+            feedback=feedback,
+            fanout=fanout,
         )
-        if on_started is not None:
-            on_started(running)
-        await stop.wait()
-        log.info("signal received: draining %d in-flight request(s)", running.core.in_flight)
-        return await running.shutdown()
+        async with _peer_admin_calls(fanout, running.core):
+            if on_started is not None:
+                on_started(running)
+            await stop.wait()
+            log.info("signal received: draining %d in-flight request(s)", running.core.in_flight)
+            return await running.shutdown()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _peer_admin_calls(fanout: AdminFanout | None, core: ServerCore) -> AsyncIterator[None]:
+    """For a worker (``fanout``): apply the calls the other workers send, here only (``core.apply``
+    never forwards, so a call never goes round)."""
+    if fanout is None:
+        yield
+        return
+    async with answer_admin_calls(fanout.own_socket, core.apply, _peer_reply):
+        yield
+
+
+def _peer_reply(error: BaseException) -> tuple[int, str]:
+    return http_status(error), client_message(error)
 
 
 READY_POLL_S = 0.05
@@ -348,7 +384,8 @@ def serve_repository(
 
     ``worker``/``peers``: this process is worker ``worker`` of ``kiln serve --workers N``; with
     ``peers`` it serves its own metrics on a Unix socket in ``peers.folder``, and its ``/metrics``
-    answers for every worker (``kiln.server.metrics_workers``).
+    answers for every worker (``kiln.server.metrics_workers``); the repository/admin calls it takes
+    are applied by every worker, through another Unix socket there (``kiln.server.workers_admin``).
 
     ``feedback`` (a SQLite file) turns on the online loop: the feedback endpoints append to that
     store, and every new version passes the serving gate (``online``: holdout AUC, finite outputs)
@@ -401,6 +438,7 @@ def serve_repository(
                     on_started=on_started,
                     listen_when_ready=worker is not None,
                     feedback=store,
+                    fanout=_fanout(worker, peers),
                 )
             finally:
                 if isinstance(control, RepositoryService):
@@ -438,6 +476,10 @@ async def _metrics_app(
         return create_metrics_app(metrics), None
     own = await serve_own_metrics(socket_path(peers.folder, worker), metrics.text)
     return create_workers_metrics_app(peers.folder, worker, peers.num_workers, metrics.text), own
+
+
+def _fanout(worker: int | None, peers: WorkerPeers | None) -> AdminFanout | None:
+    return None if worker is None or peers is None else AdminFanout(peers.folder, worker, peers.num_workers)
 
 
 def _online_hooks(

@@ -72,7 +72,8 @@ def check_workers_supported(num_workers: int, platform: str = sys.platform) -> N
 @dataclass(frozen=True, slots=True)
 class SharedPorts:
     """The ports every worker listens on (real numbers, even when 0 was asked for), and the folder
-    where each worker serves its own metrics to the others (``kiln.server.metrics_workers``)."""
+    where each worker serves its own metrics to the others (``kiln.server.metrics_workers``) and
+    takes the repository/admin calls they forward (``kiln.server.workers_admin``)."""
 
     http_port: int
     grpc_port: int | None
@@ -294,7 +295,7 @@ def serve_workers(
     the command line of worker ``i`` listening on ``ports``."""
     check_workers_supported(config.workers)
     check_before_start(repo, config, ledger)
-    with reserve_ports(config) as reserved, tempfile.TemporaryDirectory(prefix="kiln-metrics-") as folder:
+    with reserve_ports(config) as reserved, tempfile.TemporaryDirectory(prefix="kiln-workers-") as folder:
         ports = dataclasses.replace(reserved, metrics_dir=Path(folder))
         grpc = "" if ports.grpc_port is None else f", gRPC {client_host(config.host)}:{ports.grpc_port}"
         on_event(

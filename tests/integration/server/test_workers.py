@@ -240,3 +240,60 @@ def json_inputs() -> list[dict[str, object]]:
         }
         for s in get_example("ctr").inputs("tiny")
     ]
+
+
+def model_ready(client: httpx.Client) -> bool:
+    return client.get("/v2/models/ctr/ready").status_code == 200
+
+
+def test_admin_calls_through_one_connection_reach_both_workers(tmp_path: Path) -> None:
+    with serve_workers(tmp_path) as served:
+        served.pids_ready(2)
+        on = {worker: client_on(served.http, worker) for worker in ("0", "1")}
+        grpc = grpcclient.InferenceServerClient(served.grpc)
+        try:
+            reply = on["0"].post("/v2/admin/models/ctr/faults", json={"fail_next": 1000})
+            assert reply.status_code == 200, reply.text
+            for worker, client in on.items():  # both workers' engines now fail
+                failed = client.post("/v2/models/ctr/infer", json={"inputs": json_inputs()})
+                assert failed.status_code == 503, (worker, failed.text)
+            cleared = on["1"].delete("/v2/admin/models/ctr/faults")
+            assert cleared.status_code == 200, cleared.text
+
+            unloaded = on["1"].post("/v2/repository/models/ctr/unload", json={})
+            assert unloaded.status_code == 200, unloaded.text
+            for worker, client in on.items():
+                wait_for(lambda c=client: not model_ready(c), 60, f"ctr unloaded on worker {worker}")
+
+            grpc.load_model("ctr")  # through whichever worker the kernel picked
+            for worker, client in on.items():
+                wait_for(lambda c=client: model_ready(c), 60, f"ctr loaded again on worker {worker}")
+                served_again = client.post("/v2/models/ctr/infer", json={"inputs": json_inputs()})
+                assert served_again.status_code == 200, (worker, served_again.text)  # faults cleared too
+
+            grpc.unload_model("ctr")
+            for worker, client in on.items():
+                wait_for(lambda c=client: not model_ready(c), 60, f"ctr unloaded by gRPC on worker {worker}")
+        finally:
+            grpc.close()
+            for client in on.values():
+                client.close()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0, "".join(served.seen)
+
+
+def test_an_admin_call_a_stuck_worker_does_not_answer_fails_naming_it(tmp_path: Path) -> None:
+    with serve_workers(tmp_path) as served:
+        pids = served.pids_ready(2)
+        with closing(client_on(served.http, "0")) as admin:
+            os.kill(pids[1], signal.SIGSTOP)
+            try:
+                reply = admin.post("/v2/admin/models/ctr/faults", json={"delay_ms": 0})
+            finally:
+                os.kill(pids[1], signal.SIGCONT)
+        assert reply.status_code == 503, reply.text
+        message = reply.json()["error"]
+        assert message.startswith("faults of model 'ctr' was applied on worker(s) 0 only"), message
+        assert "worker 1 did not answer: no reply within" in message
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0, "".join(served.seen)

@@ -19,6 +19,7 @@ from kiln.errors import (
     Overloaded,
     Unauthorized,
 )
+from kiln.server.admin_calls import WorkersDiverged
 from kiln.server.core import TooLarge, Unsupported
 from kiln.server.grpc.errors import grpc_error
 from kiln.server.http.errors import error_reply
@@ -37,6 +38,7 @@ TABLE = [
     (Overloaded("full"), 503, Code.UNAVAILABLE),
     (EngineFailed("boom"), 503, Code.UNAVAILABLE),
     (EngineDead("dead"), 503, Code.UNAVAILABLE),
+    (WorkersDiverged("some"), 503, Code.UNAVAILABLE),
     (DeadlineExceeded("late"), 504, Code.DEADLINE_EXCEEDED),
     (BuildError("kiln's own"), 500, Code.INTERNAL),
     (RuntimeError("/secret/path exploded"), 500, Code.INTERNAL),

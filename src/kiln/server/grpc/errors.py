@@ -18,6 +18,7 @@ from kiln.errors import (
     Overloaded,
     Unauthorized,
 )
+from kiln.server.admin_calls import WorkersDiverged
 from kiln.server.core import TooLarge, Unsupported
 from kiln.server.messages import client_message
 
@@ -34,6 +35,7 @@ CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (Overloaded, grpc.StatusCode.UNAVAILABLE),
     (EngineFailed, grpc.StatusCode.UNAVAILABLE),
     (EngineDead, grpc.StatusCode.UNAVAILABLE),
+    (WorkersDiverged, grpc.StatusCode.UNAVAILABLE),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (KilnError, grpc.StatusCode.INTERNAL),
 )

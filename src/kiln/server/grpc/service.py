@@ -14,6 +14,7 @@ from typing import Any, TypeAlias, TypeVar
 from grpc import aio
 
 from kiln.errors import ModelNotFound
+from kiln.server.admin_calls import AdminCall
 from kiln.server.auth import API_KEY_HEADER, AUTHORIZATION_HEADER, Authenticator, credential_from
 from kiln.server.core import ServerCore
 from kiln.server.feedback import FeedbackIntake
@@ -132,18 +133,20 @@ class InferenceService:
         return await self._call(context, index)
 
     async def RepositoryModelLoad(self, request: Message, context: Context) -> Message:  # noqa: N802
-        def load() -> Message:
-            self.core.load_model(request.model_name)
-            return pb.RepositoryModelLoadResponse()
-
-        return await self._call(context, load, admin=True)
+        await self._admin_call(context, AdminCall("load", request.model_name))
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Message, context: Context) -> Message:  # noqa: N802
-        def unload() -> Message:
-            self.core.unload_model(request.model_name)
-            return pb.RepositoryModelUnloadResponse()
+        await self._admin_call(context, AdminCall("unload", request.model_name))
+        return pb.RepositoryModelUnloadResponse()
 
-        return await self._call(context, unload, admin=True)
+    async def _admin_call(self, context: Context, call: AdminCall) -> None:
+        """Check the admin token, then apply ``call`` (on every worker; see ``ServerCore.admin``)."""
+        try:
+            self.auth.check_admin(self._credential(context))
+            await self.core.admin(call)
+        except Exception as error:
+            await _abort(context, error)
 
 
 def create_grpc_server(

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp
 
 from kiln.errors import InvalidInput, ModelNotFound, describe
 from kiln.runtime import FaultSpec
+from kiln.server.admin_calls import AdminCall
 from kiln.server.auth import API_KEY_HEADER, AUTHORIZATION_HEADER, Authenticator, credential_from
 from kiln.server.core import ServerCore, Unsupported
 from kiln.server.feedback import FeedbackIntake
@@ -135,16 +136,16 @@ class _Endpoints:
                     "load parameters (config override, files) are not supported", seen=str(parameters)[:200]
                 )
             )
-        return _json(self.core.load_model(request.path_params["model"]))
+        return _json(await self.core.admin(AdminCall("load", request.path_params["model"])))
 
     async def unload(self, request: Request) -> Response:
         self._admin(request)
         await _body_object(request)
-        return _json(self.core.unload_model(request.path_params["model"]))
+        return _json(await self.core.admin(AdminCall("unload", request.path_params["model"])))
 
     async def rollback(self, request: Request) -> Response:
         self._admin(request)
-        return _json(self.core.rollback(request.path_params["model"]))
+        return _json(await self.core.admin(AdminCall("rollback", request.path_params["model"])))
 
     async def set_faults(self, request: Request) -> Response:
         self._admin(request)
@@ -154,12 +155,13 @@ class _Endpoints:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise InvalidInput(describe(f"invalid faults: {problems}")) from None
         spec = FaultSpec(**body.model_dump(exclude={"target"}))
-        return _json(self.core.set_faults(request.path_params["model"], spec, body.target))
+        call = AdminCall("faults", request.path_params["model"], spec, body.target)
+        return _json(await self.core.admin(call))
 
     async def clear_faults(self, request: Request) -> Response:
         self._admin(request)
         target = request.query_params.get("target", "primary")
-        return _json(self.core.set_faults(request.path_params["model"], None, target))
+        return _json(await self.core.admin(AdminCall("faults", request.path_params["model"], None, target)))
 
     async def model_status(self, request: Request) -> Response:
         self._admin(request)

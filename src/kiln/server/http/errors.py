@@ -18,6 +18,7 @@ from kiln.errors import (
     Overloaded,
     Unauthorized,
 )
+from kiln.server.admin_calls import WorkersDiverged
 from kiln.server.core import TooLarge, Unsupported
 from kiln.server.messages import client_message
 
@@ -34,6 +35,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (Overloaded, 503),
     (EngineFailed, 503),
     (EngineDead, 503),
+    (WorkersDiverged, 503),
     (DeadlineExceeded, 504),
     (KilnError, 500),
 )
