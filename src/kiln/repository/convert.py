@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln.compile.backends.base import LoadOptions
 from kiln.compile.spec import BuildSpec, CalibrationSpec, Precision
 from kiln.repository.config import ModelRepoConfig
 from kiln.runtime.config import BatchingConfig, ModelConfig, VersionPolicy
@@ -116,3 +117,11 @@ def build_signature(config: ModelRepoConfig) -> str:
         "validation_dir": config.accuracy.validation_dir,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_options(config: ModelConfig | None, *, fallback: bool, intra_op_threads: int = 0) -> LoadOptions:
+    """How an engine of a model registered with ``config`` is loaded: told how many of its
+    instances run at once (the fallback's or the primary's count; 1 when the model has no
+    config yet), so that a backend choosing threads itself splits the CPUs among them."""
+    counts = (1, 1) if config is None else (config.num_instances, config.num_fallback_instances)
+    return LoadOptions(intra_op_threads=intra_op_threads, num_instances=counts[1] if fallback else counts[0])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from kiln.errors import ConfigError, KilnError, ModelNotFound, describe
 from kiln.metering.epu import EfficiencyTable
 from kiln.repository.build import Builder, BuildJob, BuildOutcome, create_builder
 from kiln.repository.control import IndexEntry
-from kiln.repository.convert import build_spec, fallback_spec, runtime_config, sample_dirs
+from kiln.repository.convert import build_spec, fallback_spec, load_options, runtime_config, sample_dirs
 from kiln.repository.diff import diff
 from kiln.repository.hooks import NoHooks, ServingVersion, VersionHooks, VersionVerdict
 from kiln.repository.layout import MODEL_FILE
@@ -37,7 +37,7 @@ from kiln.repository.options import BuildEvents, EngineLoader, RepositoryOptions
 from kiln.repository.reconcile import Build, Reconciler, Unload
 from kiln.repository.scan import RepoScan, read_repository, settle
 from kiln.repository.watcher import Watcher
-from kiln.runtime import Runtime, VersionState
+from kiln.runtime import ModelConfig, Runtime, VersionState
 
 log = logging.getLogger("kiln.repository")
 _GONE = frozenset({VersionState.UNLOADED, VersionState.FAILED})
@@ -76,7 +76,7 @@ class RepositoryManager:
         self.metrics = metrics
         self.efficiency = efficiency
         self.clock = clock or MonotonicClock()
-        self._loader = loader or self._load_artifact
+        self._loader = loader
         self._backends: dict[str, Backend] = {}
         self._lock = threading.RLock()
         self.reconciler = Reconciler(self.clock, max_builds=opts.build_workers)
@@ -84,7 +84,7 @@ class RepositoryManager:
         self._outcomes: dict[tuple[str, str, str], BuildOutcome] = {}
         self._started_s: dict[tuple[str, str, str], float] = {}
         self._check_s: dict[tuple[str, str, str], float] = {}
-        self._registered: dict[str, object] = {}
+        self._registered: dict[str, ModelConfig] = {}
         self._paths: dict[tuple[str, str], str] = {}
         self._priced: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -299,8 +299,10 @@ class RepositoryManager:
             handle = self.runtime.load_version(
                 model,
                 version,
-                partial(self._loader, artifact),
-                fallback=partial(self._loader, fallback) if fallback is not None else None,
+                self._engine_loader(model, artifact, fallback=False),
+                fallback=self._engine_loader(model, fallback, fallback=True)
+                if fallback is not None
+                else None,
             )
             status = await handle.wait()
             ok, why = status.state is VersionState.READY, status.reason or status.state
@@ -387,12 +389,22 @@ class RepositoryManager:
             self._registered.pop(model, None)
         self._reconcile()
 
-    def _load_artifact(self, artifact: EngineArtifact) -> Engine:
+    def _engine_loader(self, model: str, artifact: EngineArtifact, *, fallback: bool) -> Callable[[], Engine]:
+        """What loads ``artifact`` for ``model``: the injected loader, else the backend's with the
+        model's instance count (:func:`load_options`)."""
+        if self._loader is not None:
+            return partial(self._loader, artifact)
+        options = load_options(
+            self._registered.get(model), fallback=fallback, intra_op_threads=self.options.intra_op_threads
+        )
+        return partial(self._load_artifact, artifact, options)
+
+    def _load_artifact(self, artifact: EngineArtifact, options: LoadOptions) -> Engine:
         name = artifact.manifest.backend
         backend = self._backends.get(name)
         if backend is None:
             backend = self._backends[name] = create_backend(name)
-        return backend.load(artifact, LoadOptions(intra_op_threads=self.options.intra_op_threads))
+        return backend.load(artifact, options)
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:

@@ -8,7 +8,14 @@ import pytest
 
 from kiln.errors import ConfigError
 from kiln.repository.config import DEFAULT_CONFIG, allowed_keys, config_fields, parse_model_config
-from kiln.repository.convert import build_signature, build_spec, fallback_spec, runtime_config, sample_dirs
+from kiln.repository.convert import (
+    build_signature,
+    build_spec,
+    fallback_spec,
+    load_options,
+    runtime_config,
+    sample_dirs,
+)
 from kiln.types import ShapeProfile
 
 WHERE = "repo/ctr/config.yaml"
@@ -249,6 +256,15 @@ def test_runtime_config_follows_the_config() -> None:
     assert runtime_config(DEFAULT_CONFIG).batching.dispatch_when_idle
     assert config.versions.max_loaded_versions == 3
     assert config.versions.drain_timeout_s == 5
+
+
+def test_engines_are_loaded_knowing_how_many_instances_share_the_cpus() -> None:
+    config = runtime_config(parse(FULL))  # instances: {count: 2, fallback_count: 3}
+    primary = load_options(config, fallback=False)
+    assert (primary.num_instances, primary.intra_op_threads) == (2, 0)
+    assert load_options(config, fallback=True, intra_op_threads=4).num_instances == 3
+    assert load_options(config, fallback=True, intra_op_threads=4).intra_op_threads == 4
+    assert load_options(None, fallback=False).num_instances == 1
 
 
 def test_warmup_batch_sizes_reach_the_runtime_and_default_to_the_engine_plan() -> None:
