@@ -7,7 +7,9 @@
   :func:`~kiln.online.gate.decide_serving` decides. A rejected version is never built or served.
 * **When a version serves** its journal line is written (published time and freshness from its
   ``training.json``, gate result, build path and seconds, serving time) and the metrics observed.
-* **When it fails** (rejected, or its build or load failed) that goes into the journal too.
+* **When it fails** (rejected, or its build or load failed) that goes into the journal too, and so
+  does a version **superseded** while it waited for its build or was building (a newer one was
+  chosen instead).
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ class OnlineHooks:
         self.journal.append(
             model, {"version": version, "outcome": "failed", **self._published(folder), "reason": reason}
         )
+
+    def on_superseded(self, model: str, version: str, reason: str) -> None:
+        with self._lock:
+            gate = self._gates.pop((model, version), None)
+        self._count(model, "superseded")
+        folder = self.repo / model / version
+        line: dict[str, Any] = {"version": version, "outcome": "superseded", **self._published(folder)}
+        line |= {"gate": gate.to_json() if gate is not None else None, "reason": reason}
+        self.journal.append(model, line)
 
     # -- helpers -------------------------------------------------------------------------------
 

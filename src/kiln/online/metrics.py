@@ -4,7 +4,8 @@
 version serving; ``kiln_online_serving_freshness_seconds{model}`` — from the store receiving the
 oldest feedback event the version newly learned to the version serving;
 ``kiln_online_versions_total{model, outcome}`` — versions ``serving``, ``rejected`` by the gate,
-or ``failed`` (build or load); ``kiln_online_builds_total{model, path}`` — how each served
+``failed`` (build or load), or ``superseded`` (built while a newer one came to serve);
+``kiln_online_builds_total{model, path}`` — how each served
 version's engine came from the cache (``hit``, ``refit``, ``calibration-reuse``, ``build``...);
 ``kiln_online_serving_step_seconds{model, step}`` — each step of a new version's way: ``check``
 (the gate, every version), ``build`` (the engine from the cache) and ``ready`` (from the start of
@@ -46,7 +47,7 @@ class ServingLoopMetrics:
         )
         self.versions = Counter(
             "kiln_online_versions",
-            "New versions by outcome: serving, rejected (by the gate), failed (build or load).",
+            "New versions by outcome: serving, rejected (by the gate), failed (build or load), superseded.",
             ["model", "outcome"],
             registry=registry,
         )

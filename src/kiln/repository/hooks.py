@@ -64,6 +64,10 @@ class VersionHooks(Protocol):
     def on_failed(self, model: str, version: str, reason: str) -> None:
         """The version will not serve: rejected by ``before_build``, or its build or load failed."""
 
+    def on_superseded(self, model: str, version: str, reason: str) -> None:
+        """The version was going to serve (queued for a build, or building) and will not: a newer
+        version was chosen instead, or the policy no longer selects it (``reason`` says which)."""
+
 
 class NoHooks:
     """Accepts every version and records nothing (the repository's default)."""
@@ -75,4 +79,7 @@ class NoHooks:
         return None
 
     def on_failed(self, model: str, version: str, reason: str) -> None:
+        return None
+
+    def on_superseded(self, model: str, version: str, reason: str) -> None:
         return None

@@ -34,7 +34,7 @@ from kiln.repository.diff import diff
 from kiln.repository.hooks import NoHooks, ServingVersion, VersionHooks, VersionVerdict
 from kiln.repository.layout import MODEL_FILE
 from kiln.repository.options import BuildEvents, EngineLoader, RepositoryOptions
-from kiln.repository.reconcile import Build, Reconciler, Unload
+from kiln.repository.reconcile import Build, PassedOver, Reconciler, Unload
 from kiln.repository.scan import RepoScan, read_repository, settle
 from kiln.repository.watcher import Watcher
 from kiln.runtime import ModelConfig, Runtime, VersionState
@@ -189,11 +189,26 @@ class RepositoryManager:
                 self.reconciler.observe_runtime(name, self._ready_versions(name))
             self._forget_released()
             actions = self.reconciler.plan()
+        self._tell_passed_over()
         for action in actions:
             if isinstance(action, Build):
                 self._spawn(self._build(action))
             elif isinstance(action, Unload):
                 self._spawn(self._unload(action))
+
+    def _tell_passed_over(self) -> None:
+        """Tell the hooks of the versions the reconciler passed over (off the loop, in order)."""
+        with self._lock:
+            passed = self.reconciler.take_passed_over()
+        if passed:
+            self._spawn(asyncio.to_thread(self._passed_over, passed))
+
+    def _passed_over(self, passed: list[PassedOver]) -> None:
+        for item in passed:
+            try:
+                self.hooks.on_superseded(item.model, item.version, item.reason)
+            except Exception:
+                log.exception("the hook for passed-over %s/%s failed", item.model, item.version)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

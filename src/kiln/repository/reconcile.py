@@ -58,6 +58,18 @@ class Unload:
 
 
 Action = Build | Load | Unload
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOver:
+    """A version that was going to serve and will not: a newer one was chosen before it was built
+    (or while it was building), or the version policy no longer selects it. ``reason`` says which."""
+
+    model: str
+    version: str
+    reason: str
+
+
 KEEP = frozenset({*IN_PROGRESS, Phase.UNLOADING, Phase.INCOMPLETE})
 """Phases of a version that is not offered any more but still has a record here: work in flight,
 or a folder that is present but incomplete (shown in the index until it is removed)."""
@@ -80,6 +92,7 @@ class Reconciler:
         self.max_builds = max_builds
         self.models: dict[str, ModelRecord] = {}
         self._scan: RepoScan | None = None
+        self._passed_over: list[PassedOver] = []
 
     # -- observations ------------------------------------------------------------------------
 
@@ -161,6 +174,7 @@ class Reconciler:
         newer = [v for v in served if version_order(v) > version_order(version)]
         why = f"superseded by version {newer[-1]} while building" if newer else "no longer served"
         record.move(Phase.IDLE, why, now)
+        self._passed_over.append(PassedOver(model, version, why))
         return False
 
     def load_done(self, model: str, version: str, target: str, *, ok: bool, reason: str) -> None:
@@ -215,6 +229,7 @@ class Reconciler:
                 continue
             if record.phase is Phase.QUEUED:  # a newer version arrived before this one was built
                 record.move(Phase.IDLE, _idle_reason(model, record.version, served), now)
+                self._passed_over.append(PassedOver(model.name, record.version, record.reason))
             if not record.in_repo or record.serving:
                 continue
             error = model.config_error or "invalid config"
@@ -287,6 +302,11 @@ class Reconciler:
     def _record(self, model: str, version: str) -> VersionRecord | None:
         owner = self.models.get(model)
         return None if owner is None else owner.versions.get(version)
+
+    def take_passed_over(self) -> list[PassedOver]:
+        """The versions passed over since the last call (oldest first), for the hooks; cleared."""
+        passed, self._passed_over = self._passed_over, []
+        return passed
 
     def index(self, *, ready_only: bool = False) -> list[IndexEntry]:
         return index_entries(self.models.values(), ready_only=ready_only)

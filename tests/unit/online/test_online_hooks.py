@@ -146,3 +146,26 @@ def test_a_restarted_server_compares_with_the_version_that_served_last(tmp_path:
     assert not verdict.accept
     assert "below the serving version's" in verdict.reason
     store.close()
+
+
+def test_a_version_built_while_a_newer_one_came_to_serve_is_journaled_as_superseded(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    store = _store(tmp_path / "fb.db", 3000)
+    registry = CollectorRegistry()
+    hooks = OnlineHooks(repo, store, OnlineGateConfig(min_holdout=100), metrics=ServingLoopMetrics(registry))
+    truth = make_model("ctr", size="tiny", seed=0).SerializeToString()
+    first = publish_version(repo, "ctr", {MODEL_FILE: truth})
+    assert hooks.before_build("ctr", "1", first.path).accept
+    second = publish_version(repo, "ctr", {MODEL_FILE: truth, TRAINING_FILE: _record(105.0)})
+    assert hooks.before_build("ctr", "2", second.path).accept
+    hooks.on_serving(ServingVersion("ctr", "2", second.path, "build", 0.5, 0.8, 0.01))
+    hooks.on_superseded("ctr", "1", "superseded by version 2 while building")
+
+    lines = read_journal(journal_path(repo, "ctr"))
+    assert [(line["version"], line["outcome"]) for line in lines] == [("2", "serving"), ("1", "superseded")]
+    assert lines[1]["reason"] == "superseded by version 2 while building"
+    assert lines[1]["gate"]["accept"] is True
+    outcome = {"model": "ctr", "outcome": "superseded"}
+    assert registry.get_sample_value("kiln_online_versions_total", outcome) == 1
+    store.close()

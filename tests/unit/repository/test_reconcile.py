@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kiln._clock import FakeClock
 from kiln.repository.config import VersionPolicyConfig
-from kiln.repository.reconcile import Build, Reconciler, Unload, select_versions
+from kiln.repository.reconcile import Build, PassedOver, Reconciler, Unload, select_versions
 from kiln.repository.scan import ModelFolder, RepoFolder, RepoScan, VersionFolder, settle
 
 
@@ -137,6 +137,24 @@ def test_versions_arriving_during_a_build_coalesce_into_one_build_of_the_newest(
     repo.runtime_ready("ctr", "4")
     assert repo.states() == {"1": "UNAVAILABLE", "2": "UNAVAILABLE", "3": "UNAVAILABLE", "4": "READY"}
     assert repo.reasons()["3"] == "superseded by version 4"
+    assert repo.rec.take_passed_over() == []  # 3 was never queued: 4 came in the same scan
+
+
+def test_a_queued_version_passed_over_for_a_newer_one_is_told_once() -> None:
+    repo = new_repo()
+    repo.put("ctr", "1")
+    repo.serve(only_build(repo.poll()))
+    repo.runtime_ready("ctr", "1")
+    repo.put("ctr", "2")
+    two = only_build(repo.poll())
+    repo.put("ctr", "3")
+    assert repo.poll() == []  # 3 queued behind 2's build
+    repo.put("ctr", "4")
+    assert repo.poll() == []
+    assert repo.rec.take_passed_over() == [PassedOver("ctr", "3", "superseded by version 4")]
+    assert repo.rec.take_passed_over() == []
+    assert repo.rec.build_done("ctr", "2", two.target, error=None, summary="built")
+    assert repo.rec.take_passed_over() == []
 
 
 def test_a_finished_build_of_a_version_removed_meanwhile_is_not_loaded() -> None:
@@ -157,6 +175,8 @@ def test_a_finished_build_no_longer_selected_is_not_loaded() -> None:
     repo.configs["ctr"] = "version_policy: {specific: [2]}\n"
     repo.poll()
     assert not repo.rec.build_done("ctr", "1", one.target, error=None, summary="built")
+    assert repo.rec.take_passed_over() == [PassedOver("ctr", "1", "no longer served")]
+    assert repo.rec.take_passed_over() == []
     assert repo.states() == {"1": "UNAVAILABLE"}
 
 
