@@ -55,6 +55,7 @@ def serve_command(
     max_request_bytes: Annotated[int, typer.Option(help=_help("max_request_bytes"))] = 64 << 20,
     grpc_max_message_bytes: Annotated[int, typer.Option(help=_help("grpc_max_message_bytes"))] = 64 << 20,
     drain_timeout_s: Annotated[float, typer.Option(help=_help("drain_timeout_s"))] = 30.0,
+    keep_alive_s: Annotated[float, typer.Option(help=_help("keep_alive_s"))] = 5.0,
     poll_interval_s: Annotated[float, typer.Option(help=_FIELD_HELP["poll_interval_s"])] = 1.0,
     settle_s: Annotated[float, typer.Option(help=_FIELD_HELP["settle_s"])] = 1.0,
     build_in: Annotated[Literal["process", "thread"], typer.Option(help=_FIELD_HELP["build_in"])] = "process",
@@ -100,6 +101,7 @@ def serve_command(
             max_request_bytes=max_request_bytes,
             grpc_max_message_bytes=grpc_max_message_bytes,
             drain_timeout_s=drain_timeout_s,
+            keep_alive_s=keep_alive_s,
         )
         options: dict[str, object] = {
             "poll_interval_s": poll_interval_s,

@@ -50,6 +50,12 @@ class ServerConfig(BaseModel):
         le=2**31 - 1,
         description="Largest gRPC message received; larger ones get RESOURCE_EXHAUSTED.",
     )
+    keep_alive_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How long an idle HTTP keep-alive connection stays open before the server closes it.",
+    )
     drain_timeout_s: float = Field(
         default=30.0,
         gt=0,

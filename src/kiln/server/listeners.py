@@ -50,7 +50,13 @@ async def start_http(app: KServeApp, config: ServerConfig) -> HttpServer:
     """kiln's HTTP server on ``config.host:http_port``, listening; with ``workers > 1`` the port is
     shared (SO_REUSEPORT). Inference requests take the protocol's own path (``app.steps``)."""
     sock = bind_socket(config.host, config.http_port, reuse_port=config.workers > 1)
-    server = HttpServer(app, sock, steps=app.steps, max_request_bytes=config.max_request_bytes)
+    server = HttpServer(
+        app,
+        sock,
+        steps=app.steps,
+        max_request_bytes=config.max_request_bytes,
+        keep_alive_s=config.keep_alive_s,
+    )
     try:
         await server.start()
     except BaseException:

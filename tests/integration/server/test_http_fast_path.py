@@ -141,6 +141,18 @@ def test_http_1_0_without_keep_alive_is_closed_after_the_reply(served: Served) -
         assert client.read_until_closed() == b""
 
 
+def test_an_idle_connection_is_closed_after_the_configured_keep_alive(factories: Factories) -> None:
+    running = start_served(factories, free_config(keep_alive_s=0.2))
+    try:
+        with RawClient(running.http) as client:
+            client.send(request("GET", "/v2/health/live"))
+            assert client.reply().json() == {"live": True}
+            client.sock.settimeout(3.0)  # under the 5 s default: only the configured 0.2 s closes it
+            assert client.read_until_closed() == b""
+    finally:
+        running.server.stop()
+
+
 def test_a_chunked_body_is_served(served: Served) -> None:
     body = pair_json([1, 2, 3, 4])
     with RawClient(served.http) as client:
