@@ -38,6 +38,7 @@ from kiln.repository.reconcile import Build, PassedOver, Reconciler, Unload
 from kiln.repository.scan import RepoScan, read_repository, settle
 from kiln.repository.watcher import Watcher
 from kiln.runtime import ModelConfig, Runtime, VersionState
+from kiln.runtime.config import settings_needing_reload, with_live_settings
 
 log = logging.getLogger("kiln.repository")
 _GONE = frozenset({VersionState.UNLOADED, VersionState.FAILED})
@@ -85,6 +86,7 @@ class RepositoryManager:
         self._started_s: dict[tuple[str, str, str], float] = {}
         self._check_s: dict[tuple[str, str, str], float] = {}
         self._registered: dict[str, ModelConfig] = {}
+        self._batchable: dict[str, bool] = {}  # whether the registered engines have a batch axis
         self._paths: dict[tuple[str, str], str] = {}
         self._priced: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -188,6 +190,7 @@ class RepositoryManager:
             for name in self.reconciler.models:
                 self.reconciler.observe_runtime(name, self._ready_versions(name))
             self._forget_released()
+            self._apply_config_changes()
             actions = self.reconciler.plan()
         self._tell_passed_over()
         for action in actions:
@@ -365,26 +368,55 @@ class RepositoryManager:
 
     async def _register(self, model: str, artifact: EngineArtifact) -> None:
         """Register ``model`` with the runtime config its ``config.yaml`` asks for; re-register when
-        that changed and nothing of the model is resident, else keep it and say so."""
+        that changed and nothing of the model is resident; while it serves, apply the batcher's
+        settings at once and keep the rest for the next unload/load, saying so."""
         config = self.reconciler.config(model)
         assert config is not None
         batchable = all(t.shape[:1] == (-1,) for t in artifact.manifest.inputs)
         wanted = runtime_config(config, batchable=batchable)
+        self._batchable[model] = batchable
         record = self.reconciler.models[model]
         if model in self.runtime.models:
             if self._registered.get(model) == wanted:
                 return
-            states = {v.state for v in self.runtime.model(model).status().versions}
+            slot = self.runtime.model(model)
+            states = {v.state for v in slot.status().versions}
             if states - {VersionState.UNLOADED, VersionState.FAILED}:
-                record.notice = (
-                    "config.yaml changed its serving settings (batching, instances, max_batch_size, "
-                    "keep_loaded); they apply after an unload and a load of the model, or a restart"
-                )
+                self._reconfigure(model, wanted)
                 return
             await self.runtime.remove_model(model)
         self.runtime.add_model(model, wanted)
         self._registered[model] = wanted
         record.notice = ""
+
+    def _apply_config_changes(self) -> None:
+        """Serving models whose config.yaml now asks for other serving settings (see
+        :meth:`_reconfigure`); a version load re-registers the rest."""
+        for model, registered in list(self._registered.items()):
+            config = self.reconciler.config(model)
+            if config is None or model not in self.runtime.models:
+                continue
+            wanted = runtime_config(config, batchable=self._batchable.get(model, True))
+            if wanted != registered:
+                self._reconfigure(model, wanted)
+
+    def _reconfigure(self, model: str, wanted: ModelConfig) -> None:
+        """A serving model's config.yaml changed: the batcher's settings apply now; the others
+        (batch sizes, instances, versions kept...) after an unload and a load, as the notice says."""
+        record = self.reconciler.models[model]
+        registered = self._registered[model]
+        live = with_live_settings(registered, wanted)
+        if live != registered:
+            self.runtime.model(model).reconfigure(live)
+            self._registered[model] = live
+            log.info("%s: config.yaml's batcher settings applied while serving", model)
+        pending = settings_needing_reload(live, wanted)
+        record.notice = (
+            f"config.yaml changed {', '.join(pending)}: they apply after an unload and a load of the "
+            "model, or a restart"
+            if pending
+            else ""
+        )
 
     async def _unload(self, action: Unload) -> None:
         model, version = action.model, action.version

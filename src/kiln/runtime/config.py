@@ -7,7 +7,7 @@ into these through pydantic models at the edge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from kiln.errors import ConfigError, describe
 
@@ -194,3 +194,35 @@ class ModelConfig:
                 )
             )
         _check_positive("max_memory_bytes", self.max_memory_bytes)
+
+
+LIVE_BATCHING_FIELDS = frozenset(
+    {"max_queue_delay_us", "max_queue_size", "default_timeout_s", "dispatch_when_idle"}
+)
+"""Batching settings a served model takes at once (:meth:`kiln.runtime.ModelSlot.reconfigure`):
+they are the batcher's, not the loaded versions' (their batch sizes, padding, instances, retries)."""
+
+
+def settings_needing_reload(old: ModelConfig, new: ModelConfig) -> tuple[str, ...]:
+    """The settings that differ between ``old`` and ``new`` and reach only versions loaded after
+    them (every setting but :data:`LIVE_BATCHING_FIELDS`), as ``batching.max_batch_size``-style
+    names; empty when ``new`` can be applied to a serving model at once."""
+    changed: list[str] = []
+    for item in fields(ModelConfig):
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if item.name != "batching":
+            if before != after:
+                changed.append(item.name)
+            continue
+        for knob in fields(BatchingConfig):
+            if knob.name in LIVE_BATCHING_FIELDS:
+                continue
+            if getattr(before, knob.name) != getattr(after, knob.name):
+                changed.append(f"batching.{knob.name}")
+    return tuple(changed)
+
+
+def with_live_settings(current: ModelConfig, wanted: ModelConfig) -> ModelConfig:
+    """``current`` with ``wanted``'s :data:`LIVE_BATCHING_FIELDS`: what a serving model can take now."""
+    live = {name: getattr(wanted.batching, name) for name in LIVE_BATCHING_FIELDS}
+    return replace(current, batching=replace(current.batching, **live))

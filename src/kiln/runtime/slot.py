@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from kiln._clock import SYSTEM_CLOCK, Clock
 from kiln.errors import ConfigError, InvalidInput, KilnError, NotReady, describe
 from kiln.runtime.batching.batcher import Batcher, Served
 from kiln.runtime.batching.policy import BatchLimits
 from kiln.runtime.checks import GoldenSet
-from kiln.runtime.config import ModelConfig
+from kiln.runtime.config import ModelConfig, settings_needing_reload
 from kiln.runtime.engine import LoadedVersion
 from kiln.runtime.fallback import Health, Route, RoutingChange
 from kiln.runtime.faults import FaultCounts, FaultInjector, FaultSpec
@@ -57,6 +58,31 @@ class ModelSlot:
         )
         self._probe_task: asyncio.Task[None] | None = None
         self._closed = False
+
+    def reconfigure(self, config: ModelConfig) -> None:
+        """Take ``config`` now while serving: its :data:`LIVE_BATCHING_FIELDS` (queue delay and
+        size, default timeout, dispatch when idle) apply from the next batch decision. Any other
+        difference raises ``ConfigError`` naming the settings, and nothing changes: those reach
+        only versions loaded after an unload of the model."""
+        pending = settings_needing_reload(self.config, config)
+        if pending:
+            raise ConfigError(
+                describe(
+                    f"model {self.name!r}: these settings apply only to versions loaded after an unload",
+                    seen=", ".join(pending),
+                    fix="unload and load the model (or restart) to apply them",
+                )
+            )
+        batching = config.batching
+        self.config = config
+        self._control.config = config
+        self.batcher.limits = replace(
+            self.batcher.limits,
+            max_queue_delay_s=batching.max_queue_delay_s,
+            dispatch_when_idle=batching.dispatch_when_idle,
+        )
+        self.batcher.max_queue_size = batching.max_queue_size
+        self.batcher.wake()
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -3,7 +3,16 @@ from __future__ import annotations
 import pytest
 
 from kiln.errors import ConfigError
-from kiln.runtime.config import BatchingConfig, FallbackConfig, ModelConfig, RetryConfig, VersionPolicy
+from kiln.runtime.config import (
+    BatchingConfig,
+    FallbackConfig,
+    ModelConfig,
+    RetryConfig,
+    VersionPolicy,
+    settings_needing_reload,
+    with_live_settings,
+)
+from kiln.runtime.slot import ModelSlot
 
 
 def test_defaults_are_valid() -> None:
@@ -38,3 +47,38 @@ def test_bad_values_name_the_field_and_the_value(build: object, words: list[str]
 
 def test_preferred_sizes_are_sorted() -> None:
     assert BatchingConfig(preferred_batch_sizes=(8, 2, 4)).preferred_batch_sizes == (2, 4, 8)
+
+
+def test_only_the_batchers_settings_apply_while_serving() -> None:
+    old = ModelConfig(batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=100))
+    live = BatchingConfig(max_batch_size=8, max_queue_delay_us=900, max_queue_size=5, default_timeout_s=2.0)
+    assert settings_needing_reload(old, ModelConfig(batching=live)) == ()
+    new = ModelConfig(
+        num_instances=2,
+        batching=BatchingConfig(max_batch_size=16, max_queue_delay_us=900, preferred_batch_sizes=(4,)),
+        versions=VersionPolicy(max_loaded_versions=2),
+    )
+    assert settings_needing_reload(old, new) == (
+        "num_instances",
+        "batching.max_batch_size",
+        "batching.preferred_batch_sizes",
+        "versions",
+    )
+    taken = with_live_settings(old, new)
+    assert taken.batching.max_queue_delay_us == 900
+    assert (taken.num_instances, taken.batching.max_batch_size, taken.versions) == (1, 8, old.versions)
+    assert settings_needing_reload(taken, new) == settings_needing_reload(old, new)
+
+
+def test_a_slot_takes_live_settings_and_refuses_the_rest_without_changing_anything() -> None:
+    slot = ModelSlot("m", ModelConfig(batching=BatchingConfig(max_batch_size=8, max_queue_delay_us=100)))
+    faster = BatchingConfig(max_batch_size=8, max_queue_delay_us=900, max_queue_size=3)
+    slot.reconfigure(ModelConfig(batching=faster))
+    assert slot.batcher.limits.max_queue_delay_s == pytest.approx(900e-6)
+    assert slot.batcher.max_queue_size == 3
+    assert slot.config.batching.max_queue_delay_us == 900
+    with pytest.raises(ConfigError, match=r"batching\.max_batch_size.*unload and load"):
+        slot.reconfigure(ModelConfig(batching=BatchingConfig(max_batch_size=16, max_queue_delay_us=5)))
+    assert slot.batcher.limits.max_batch_size == 8
+    assert slot.batcher.limits.max_queue_delay_s == pytest.approx(900e-6)
+    assert slot.config.batching.max_queue_delay_us == 900
