@@ -161,6 +161,13 @@ class ServerCore:
             entries += [model_info.model_statistics(v) for v in chosen]
         return model_info.statistics_response(entries)
 
+    def own_statistics(self, name: str | None = None) -> JSON:
+        """This process's statistics of every resident version of ``name`` (every model when
+        ``None``); none, rather than an error, for a model not resident here."""
+        if name is not None and name not in self.runtime.models:
+            return model_info.statistics_response([])
+        return self.model_statistics(name)
+
     # -- inference --------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -233,13 +240,16 @@ class ServerCore:
 
     def apply(self, call: AdminCall) -> JSON | list[JSON]:
         """Apply one repository/admin call to this process only (never forwarded: this is how a
-        worker applies the calls other workers send it)."""
+        worker applies the calls other workers send it); a ``stats`` call changes nothing and
+        returns this process's statistics."""
         if call.op == "load":
             return self.load_model(call.model)
         if call.op == "unload":
             return self.unload_model(call.model)
         if call.op == "rollback":
             return self.rollback(call.model)
+        if call.op == "stats":
+            return self.own_statistics(call.model or None)
         return self.set_faults(call.model, call.faults, call.target)
 
     async def admin(self, call: AdminCall) -> JSON | list[JSON]:

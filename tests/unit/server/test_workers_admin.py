@@ -146,7 +146,7 @@ def test_a_bad_line_gets_a_400_naming_the_problem_and_the_socket_goes_with_the_b
         async with answer_admin_calls(path, applied.append, reply_of):
             assert await send(b'{"op": "reload", "model": "ctr"}\n') == {
                 "status": 400,
-                "error": "unknown admin call (seen: reload); one of load, unload, rollback, faults",
+                "error": "unknown admin call (seen: reload); one of load, unload, rollback, faults, stats",
             }
             assert await send(AdminCall("rollback", "ctr").encode()) == {"status": 200}
         assert not path.exists()
