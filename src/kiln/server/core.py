@@ -27,6 +27,7 @@ from kiln.server.health import Readiness, plan_readiness
 from kiln.server.model_info import JSON
 from kiln.server.requests import InferRequest, InferResponse, TooLarge, Unsupported
 from kiln.server.schedule import plan_schedule
+from kiln.server.workers_stats import STATS_TIMEOUT_S, StatisticsReply, combine_replies
 from kiln.types import Array
 
 __all__ = [
@@ -160,6 +161,20 @@ class ServerCore:
                 )
             entries += [model_info.model_statistics(v) for v in chosen]
         return model_info.statistics_response(entries)
+
+    async def statistics(self, name: str | None = None, version: str | None = None) -> StatisticsReply:
+        """:meth:`model_statistics`, and for a worker of ``kiln serve --workers N`` (``fanout``)
+        merged with every other worker's (:mod:`kiln.server.workers_stats`); a worker that does
+        not answer within ``STATS_TIMEOUT_S`` is left out and named in the reply. Errors as
+        :meth:`model_statistics`, decided by this worker alone."""
+        own = self.model_statistics(name, version)
+        if self.fanout is None:
+            return StatisticsReply(own)
+        replies = await self.fanout.ask(AdminCall("stats", name or ""), STATS_TIMEOUT_S)
+        reply = combine_replies(own, self.fanout.worker, replies, version)
+        if reply.missing:
+            log.warning("statistics leave out worker(s): %s", "; ".join(reply.problems))
+        return reply
 
     def own_statistics(self, name: str | None = None) -> JSON:
         """This process's statistics of every resident version of ``name`` (every model when
