@@ -2,6 +2,9 @@
 others (:class:`AdminCall`, one JSON line), what each answers (:class:`PeerReply`), and whether
 the call reached every worker (:func:`check_replies`). Pure: the sockets are in
 :mod:`kiln.server.workers_admin`.
+
+``stats`` is the one read-only call: it asks a worker for its own model statistics
+(:mod:`kiln.server.workers_stats` merges them), changes nothing and is never sent further.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import orjson
 from kiln.errors import ConfigError, InvalidInput, KilnError, describe
 from kiln.runtime import FaultSpec
 
-Op = Literal["load", "unload", "rollback", "faults"]
+Op = Literal["load", "unload", "rollback", "faults", "stats"]
 OPS: tuple[str, ...] = get_args(Op)
+READ_ONLY_OPS: tuple[str, ...] = ("stats",)
+"""Calls that change nothing: their reply carries a result (:attr:`PeerReply.result`)."""
 FAULT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FaultSpec))
 _KEYS = frozenset({"op", "model", "faults", "target"})
 
@@ -29,7 +34,8 @@ class WorkersDiverged(KilnError):
 @dataclass(frozen=True, slots=True)
 class AdminCall:
     """One repository/admin call: ``load``, ``unload`` or ``rollback`` of ``model``, or ``faults``
-    (``faults`` injected into ``model``'s ``target`` engine; ``None`` clears them)."""
+    (``faults`` injected into ``model``'s ``target`` engine; ``None`` clears them), or ``stats``
+    (read-only: the statistics of ``model``'s resident versions; ``model=""``: of every model)."""
 
     op: Op
     model: str
@@ -58,7 +64,7 @@ class AdminCall:
         op, model, target = data.get("op"), data.get("model"), data.get("target", "primary")
         if op not in OPS:
             raise InvalidInput(describe("unknown admin call", seen=op, fix=f"one of {', '.join(OPS)}"))
-        if not isinstance(model, str) or not model:
+        if not isinstance(model, str) or not (model or op == "stats"):
             raise InvalidInput(
                 describe("an admin call must name its model", seen=repr(model), fix="give a non-empty string")
             )
@@ -90,11 +96,13 @@ def _fault_spec(faults: object) -> FaultSpec:
 class PeerReply:
     """What worker ``worker`` answered: ``status`` 200 when it applied the call, the HTTP status of
     its error otherwise (``message`` says why), ``None`` when it did not answer (``message`` says
-    what happened: no socket, refused connection, no reply in time)."""
+    what happened: no socket, refused connection, no reply in time). ``result``: what a read-only
+    call (``READ_ONLY_OPS``) answered, as JSON."""
 
     worker: int
     status: int | None
     message: str = ""
+    result: object = None
 
 
 def check_replies(call: AdminCall, own: int, replies: Sequence[PeerReply]) -> None:
@@ -126,5 +134,13 @@ def _problem(reply: PeerReply) -> str:
 class Forwarder(Protocol):
     """Sends an admin call that this worker applied to every other worker."""
 
+    @property
+    def worker(self) -> int:
+        """This worker's index."""
+
     async def forward(self, call: AdminCall) -> None:
         """Return once every other worker applied ``call``; :class:`WorkersDiverged` otherwise."""
+
+    async def ask(self, call: AdminCall, timeout_s: float) -> Sequence[PeerReply]:
+        """Send the read-only ``call`` to every other worker at once and return their replies
+        (``status=None`` for a worker that did not answer within ``timeout_s``); never raises."""

@@ -27,6 +27,7 @@ from kiln.server.health import Readiness, plan_readiness
 from kiln.server.model_info import JSON
 from kiln.server.requests import InferRequest, InferResponse, TooLarge, Unsupported
 from kiln.server.schedule import plan_schedule
+from kiln.server.workers_stats import STATS_TIMEOUT_S, StatisticsReply, combine_replies
 from kiln.types import Array
 
 __all__ = [
@@ -161,6 +162,27 @@ class ServerCore:
             entries += [model_info.model_statistics(v) for v in chosen]
         return model_info.statistics_response(entries)
 
+    async def statistics(self, name: str | None = None, version: str | None = None) -> StatisticsReply:
+        """:meth:`model_statistics`, and for a worker of ``kiln serve --workers N`` (``fanout``)
+        merged with every other worker's (:mod:`kiln.server.workers_stats`); a worker that does
+        not answer within ``STATS_TIMEOUT_S`` is left out and named in the reply. Errors as
+        :meth:`model_statistics`, decided by this worker alone."""
+        own = self.model_statistics(name, version)
+        if self.fanout is None:
+            return StatisticsReply(own)
+        replies = await self.fanout.ask(AdminCall("stats", name or ""), STATS_TIMEOUT_S)
+        reply = combine_replies(own, self.fanout.worker, replies, version)
+        if reply.missing:
+            log.warning("statistics leave out worker(s): %s", "; ".join(reply.problems))
+        return reply
+
+    def own_statistics(self, name: str | None = None) -> JSON:
+        """This process's statistics of every resident version of ``name`` (every model when
+        ``None``); none, rather than an error, for a model not resident here."""
+        if name is not None and name not in self.runtime.models:
+            return model_info.statistics_response([])
+        return self.model_statistics(name)
+
     # -- inference --------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -233,13 +255,16 @@ class ServerCore:
 
     def apply(self, call: AdminCall) -> JSON | list[JSON]:
         """Apply one repository/admin call to this process only (never forwarded: this is how a
-        worker applies the calls other workers send it)."""
+        worker applies the calls other workers send it); a ``stats`` call changes nothing and
+        returns this process's statistics."""
         if call.op == "load":
             return self.load_model(call.model)
         if call.op == "unload":
             return self.unload_model(call.model)
         if call.op == "rollback":
             return self.rollback(call.model)
+        if call.op == "stats":
+            return self.own_statistics(call.model or None)
         return self.set_faults(call.model, call.faults, call.target)
 
     async def admin(self, call: AdminCall) -> JSON | list[JSON]:

@@ -9,6 +9,10 @@ sends it further. The client gets the answering worker's result once every worke
 call, or an error naming the workers that did not (:func:`~kiln.server.admin_calls.check_replies`):
 a worker that is down or restarting refuses the connection at once, one that is stuck is given
 up on after ``REPLY_TIMEOUT_S``.
+
+The read-only ``stats`` call goes the same way (:meth:`AdminFanout.ask`), but its reply carries
+the worker's statistics, and a worker that does not answer within the caller's shorter timeout is
+only left out (:mod:`kiln.server.workers_stats`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from kiln.server.admin_calls import AdminCall, PeerReply, check_replies
+from kiln.server.admin_calls import READ_ONLY_OPS, AdminCall, PeerReply, check_replies
 
 log = logging.getLogger("kiln.server")
 
@@ -45,8 +49,9 @@ def admin_socket_path(folder: Path, worker: int) -> Path:
 async def answer_admin_calls(path: Path, apply: Apply, reply_of: ReplyOf) -> AsyncIterator[None]:
     """While the block runs, apply each call another worker sends to the Unix socket ``path``.
 
-    One call per connection: a JSON line in, ``{"status": 200}`` or ``{"status": S, "error": M}``
-    out (``reply_of`` gives an error's status and message). A stale socket file left by a previous
+    One call per connection: a JSON line in, ``{"status": 200}`` (``{"status": 200, "result": R}``
+    for a read-only call, ``R`` what ``apply`` returned) or ``{"status": S, "error": M}`` out
+    (``reply_of`` gives an error's status and message). A stale socket file left by a previous
     run of the same worker is replaced; the socket file is removed when the block ends."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -55,8 +60,11 @@ async def answer_admin_calls(path: Path, apply: Apply, reply_of: ReplyOf) -> Asy
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), REPLY_TIMEOUT_S)
             try:
-                apply(AdminCall.decode(line))
+                call = AdminCall.decode(line)
+                result = apply(call)
                 reply: dict[str, object] = {"status": 200}
+                if call.op in READ_ONLY_OPS:
+                    reply["result"] = result
             except Exception as error:  # every failure goes back to the sender; none closes the socket
                 status, message = reply_of(error)
                 reply = {"status": status, "error": message}
@@ -106,7 +114,7 @@ async def send_admin_call(
 
     try:
         data = orjson.loads(await asyncio.wait_for(exchange(), reply_timeout_s))
-        return PeerReply(worker, int(data["status"]), str(data.get("error", "")))
+        return PeerReply(worker, int(data["status"]), str(data.get("error", "")), data.get("result"))
     except TimeoutError:
         return PeerReply(worker, None, f"no reply within {reply_timeout_s:g} s (the worker is busy or stuck)")
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -132,8 +140,28 @@ class AdminFanout:
 
     async def forward(self, call: AdminCall) -> None:
         """Send ``call`` to every other worker at once; ``WorkersDiverged`` unless all applied it."""
-        others = [i for i in range(self.num_workers) if i != self.worker]
         replies = await asyncio.gather(
-            *(send_admin_call(admin_socket_path(self.folder, i), i, call) for i in others)
+            *(send_admin_call(admin_socket_path(self.folder, i), i, call) for i in self._others())
         )
         check_replies(call, self.worker, replies)
+
+    async def ask(self, call: AdminCall, timeout_s: float) -> list[PeerReply]:
+        """Send the read-only ``call`` to every other worker at once, allowing each ``timeout_s``
+        to connect and ``timeout_s`` to reply; their replies, in worker order."""
+        return list(
+            await asyncio.gather(
+                *(
+                    send_admin_call(
+                        admin_socket_path(self.folder, i),
+                        i,
+                        call,
+                        connect_timeout_s=timeout_s,
+                        reply_timeout_s=timeout_s,
+                    )
+                    for i in self._others()
+                )
+            )
+        )
+
+    def _others(self) -> list[int]:
+        return [i for i in range(self.num_workers) if i != self.worker]

@@ -1,7 +1,8 @@
 """``kiln serve REPO --workers 2`` as real processes: both workers serve a real tritonclient on the
 shared loopback ports, a worker killed with SIGKILL is restarted while the other keeps serving,
 and SIGTERM to the supervisor drains the requests in flight in every worker and exits 0, with
-the usage of both workers added up in the one SQLite ledger."""
+the usage of both workers added up in the one SQLite ledger. Model statistics, whichever worker
+answers, count the requests of both."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -29,6 +31,8 @@ from kiln.examples import get_example, make_model, make_samples
 from kiln.metering.ledger_db import read_usage
 from kiln.repository.layout import CONFIG_FILE, MODEL_FILE, STATE_DIR
 from kiln.repository.publish import publish_version
+from kiln.server.grpc._generated import kserve_pb2 as pb
+from kiln.server.grpc._generated import kserve_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux")
 
@@ -295,5 +299,111 @@ def test_an_admin_call_a_stuck_worker_does_not_answer_fails_naming_it(tmp_path: 
         message = reply.json()["error"]
         assert message.startswith("faults of model 'ctr' was applied on worker(s) 0 only"), message
         assert "worker 1 did not answer: no reply within" in message
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0, "".join(served.seen)
+
+
+def http_stats(client: httpx.Client, path: str = "/v2/models/ctr/stats") -> tuple[int, dict[str, str]]:
+    """Successful ctr requests in one statistics reply, and the reply's ``kiln-*`` headers."""
+    reply = client.get(path)
+    assert reply.status_code == 200, reply.text
+    (entry,) = [e for e in reply.json()["model_stats"] if e["name"] == "ctr"]
+    assert entry["inference_count"] == entry["inference_stats"]["success"]["count"]  # one row each
+    return entry["inference_stats"]["success"]["count"], {
+        k: v for k, v in reply.headers.items() if k.startswith("kiln-")
+    }
+
+
+def grpc_stats(channel: grpc.Channel) -> tuple[int, dict[str, str]]:
+    """The same over gRPC: the count, and the call's ``kiln-*`` trailing metadata."""
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+    reply, call = stub.ModelStatistics.with_call(pb.ModelStatisticsRequest(name="ctr"), timeout=30)
+    (entry,) = reply.model_stats
+    trailing = {k: str(v) for k, v in call.trailing_metadata() or () if k.startswith("kiln-")}
+    return entry.inference_stats.success.count, trailing
+
+
+def test_statistics_through_any_connection_count_the_requests_of_every_worker(tmp_path: Path) -> None:
+    with serve_workers(tmp_path) as served:
+        served.pids_ready(2)
+        sent = 0
+
+        def both_workers_served() -> bool:
+            nonlocal sent
+            http_infer(served.http)  # each on a new connection, so the kernel spreads them
+            grpc_infer(served.grpc)
+            sent += 2
+            by_worker = successes_by_worker(served.http)
+            return sent >= 10 and sorted(w for w, n in by_worker.items() if n > 0) == ["0", "1"]
+
+        wait_for(both_workers_served, 60, "requests served by both workers")
+        assert sum(successes_by_worker(served.http).values()) == sent
+
+        answered: dict[str, set[str]] = {"http": set(), "grpc": set()}
+
+        def every_worker_answered_with_the_total() -> bool:
+            with httpx.Client(base_url=f"http://{served.http}", timeout=30) as client:
+                for path in ("/v2/models/ctr/stats", "/v2/models/ctr/versions/1/stats", "/v2/models/stats"):
+                    count, headers = http_stats(client, path)
+                    assert count == sent, (path, headers)
+                    assert "kiln-workers-missing" not in headers
+                    answered["http"].add(headers["kiln-worker"])
+            with grpc.insecure_channel(served.grpc) as channel:
+                count, trailing = grpc_stats(channel)
+                assert count == sent, trailing
+                assert "kiln-workers-missing" not in trailing
+                answered["grpc"].add(trailing["kiln-worker"])
+            return answered == {"http": {"0", "1"}, "grpc": {"0", "1"}}
+
+        wait_for(every_worker_answered_with_the_total, 60, "statistics answered by each worker")
+
+        for _ in range(6):  # real clients, each on a new connection
+            http_client = httpclient.InferenceServerClient(served.http)
+            try:
+                (entry,) = http_client.get_inference_statistics("ctr")["model_stats"]
+                assert entry["inference_stats"]["success"]["count"] == sent
+            finally:
+                http_client.close()
+            grpc_client = grpcclient.InferenceServerClient(served.grpc)
+            try:
+                (message,) = grpc_client.get_inference_statistics("ctr").model_stats
+                assert message.inference_stats.success.count == sent
+                assert message.inference_count == sent
+            finally:
+                grpc_client.close()
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(60) == 0, "".join(served.seen)
+
+
+def test_statistics_leave_out_a_stuck_worker_and_name_it(tmp_path: Path) -> None:
+    with serve_workers(tmp_path) as served:
+        pids = served.pids_ready(2)
+        on = {worker: client_on(served.http, worker) for worker in ("0", "1")}
+        channel = grpc.insecure_channel(served.grpc)
+        try:
+            served_by = {"0": 3, "1": 2}
+            for worker, times in served_by.items():
+                for _ in range(times):
+                    reply = on[worker].post("/v2/models/ctr/infer", json={"inputs": json_inputs()})
+                    assert reply.status_code == 200, reply.text
+            total, trailing = grpc_stats(channel)  # the channel keeps its one connection
+            assert total == 5
+            answering = trailing["kiln-worker"]
+            stuck = "1" if answering == "0" else "0"
+            assert http_stats(on[answering]) == (5, {"kiln-worker": answering})
+            os.kill(pids[int(stuck)], signal.SIGSTOP)
+            try:
+                alone = http_stats(on[answering])
+                alone_grpc = grpc_stats(channel)
+            finally:
+                os.kill(pids[int(stuck)], signal.SIGCONT)
+            named = {"kiln-worker": answering, "kiln-workers-missing": stuck}
+            assert alone == (served_by[answering], named)
+            assert alone_grpc == (served_by[answering], named)
+            assert http_stats(on[answering]) == (5, {"kiln-worker": answering})  # back once it answers
+        finally:
+            channel.close()
+            for client in on.values():
+                client.close()
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(60) == 0, "".join(served.seen)

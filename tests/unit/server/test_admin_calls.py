@@ -14,6 +14,8 @@ CALLS = [
     AdminCall("rollback", "ctr"),
     AdminCall("faults", "ctr", FaultSpec(fail_next=2, fail_fraction=0.5, delay_ms=1.5, seed=7), "fallback"),
     AdminCall("faults", "ctr", None, "primary"),
+    AdminCall("stats", "ctr"),
+    AdminCall("stats", ""),
 ]
 
 
@@ -31,6 +33,8 @@ BAD_LINES = [
     (b'{"op": "reload", "model": "ctr"}\n', "unknown admin call (seen: reload); one of load, unload"),
     (b'{"op": "load"}\n', "must name its model (seen: None)"),
     (b'{"op": "load", "model": ""}\n', "must name its model (seen: '')"),
+    (b'{"op": "stats"}\n', "must name its model (seen: None)"),
+    (b'{"op": "stats", "model": "ctr", "faults": {}}\n', "a stats call takes no faults"),
     (b'{"op": "load", "model": "ctr", "version": "2"}\n', "unknown fields (seen: ['version'])"),
     (b'{"op": "faults", "model": "ctr", "target": 1}\n', "target must be a string (seen: 1)"),
     (b'{"op": "load", "model": "ctr", "faults": {"fail_next": 1}}\n', "a load call takes no faults"),

@@ -146,10 +146,100 @@ def test_a_bad_line_gets_a_400_naming_the_problem_and_the_socket_goes_with_the_b
         async with answer_admin_calls(path, applied.append, reply_of):
             assert await send(b'{"op": "reload", "model": "ctr"}\n') == {
                 "status": 400,
-                "error": "unknown admin call (seen: reload); one of load, unload, rollback, faults",
+                "error": "unknown admin call (seen: reload); one of load, unload, rollback, faults, stats",
             }
             assert await send(AdminCall("rollback", "ctr").encode()) == {"status": 200}
         assert not path.exists()
 
     asyncio.run(scenario())
     assert applied == [AdminCall("rollback", "ctr")]
+
+
+ROWS = {"a": np.ones((1, 4), np.float32), "b": np.ones((1, 4), np.float32)}
+
+
+def successes(body: dict[str, object]) -> dict[tuple[str, str], int]:
+    entries = body["model_stats"]
+    assert isinstance(entries, list)
+    return {(e["name"], e["version"]): e["inference_stats"]["success"]["count"] for e in entries}
+
+
+def test_statistics_asked_of_one_worker_cover_every_worker_and_change_nothing(tmp_path: Path) -> None:
+    made = workers(tmp_path, 3)
+    cores = [core for core, _ in made]
+
+    async def scenario() -> None:
+        async with answering(tmp_path, cores, [0, 1, 2]):
+            for index, core in enumerate(cores):  # worker i served i + 1 requests
+                for _ in range(index + 1):
+                    await core.runtime.infer("pair", ROWS)
+            before = [core.model_statistics() for core in cores]
+            for asked in cores:
+                reply = await asked.statistics()
+                assert successes(reply.body) == {("pair", "1"): 6}
+                assert reply.missing == ()
+                scoped = await asked.statistics("pair", "1")
+                assert scoped.body == reply.body
+            assert [core.model_statistics() for core in cores] == before  # read-only
+            assert (await cores[1].statistics()).headers() == [("kiln-worker", "1")]
+
+    asyncio.run(scenario())
+    assert [control.calls for _, control in made] == [[], [], []]
+
+
+def test_statistics_leave_out_a_worker_that_is_down_or_stuck_and_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln.server.core.STATS_TIMEOUT_S", 0.05)  # the stuck worker's wait
+    made = workers(tmp_path, 4)
+    cores = [core for core, _ in made]
+    stale = socket.socket(socket.AF_UNIX)  # worker 3 died: its socket file stays, nobody listens
+    stale.bind(str(admin_socket_path(tmp_path, 3)))
+    stale.close()
+
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # worker 2 takes the connection but never replies
+
+    async def scenario() -> None:
+        server = await asyncio.start_unix_server(stuck, path=str(admin_socket_path(tmp_path, 2)))
+        async with server, answering(tmp_path, cores, [0, 1]):
+            for core in cores[:2]:
+                await core.runtime.infer("pair", ROWS)
+            reply = await cores[0].statistics("pair")
+        assert successes(reply.body) == {("pair", "1"): 2}
+        assert reply.missing == (2, 3)
+        assert reply.headers() == [("kiln-worker", "0"), ("kiln-workers-missing", "2,3")]
+        assert reply.problems[0] == "worker 2: no reply within 0.05 s (the worker is busy or stuck)"
+
+    asyncio.run(scenario())
+
+
+def test_statistics_of_a_model_another_worker_does_not_serve_count_nothing_there(tmp_path: Path) -> None:
+    folder = tmp_path
+    cores = [
+        ServerCore(make_runtime("pair"), fanout=AdminFanout(folder, 0, 2)),
+        ServerCore(make_runtime("text"), fanout=AdminFanout(folder, 1, 2)),
+    ]
+
+    async def scenario() -> None:
+        async with answering(folder, cores, [0, 1]):
+            await cores[0].runtime.infer("pair", ROWS)
+            reply = await cores[0].statistics("pair")
+            assert (successes(reply.body), reply.missing) == ({("pair", "1"): 1}, ())
+            everything = await cores[1].statistics()
+            assert successes(everything.body) == {("text", "1"): 0, ("pair", "1"): 1}
+            with pytest.raises(ModelNotFound):  # decided by the answering worker, as with one
+                await cores[1].statistics("pair")
+
+    asyncio.run(scenario())
+
+
+def test_one_process_asks_nobody(tmp_path: Path) -> None:
+    core = ServerCore(make_runtime("pair"))
+
+    async def scenario() -> None:
+        await core.runtime.infer("pair", ROWS)
+        reply = await core.statistics()
+        assert (reply.body, reply.headers()) == (core.model_statistics(), [])
+
+    asyncio.run(scenario())

@@ -106,13 +106,17 @@ class InferenceService:
         return await self._call(context, config)
 
     async def ModelStatistics(self, request: Message, context: Context) -> Message:  # noqa: N802
-        return await self._call(
-            context,
-            lambda: codec.from_json(
-                self.core.model_statistics(request.name or None, request.version or None),
-                pb.ModelStatisticsResponse(),
-            ),
-        )
+        """Statistics of every worker; ``kiln-worker``/``kiln-workers-missing`` in the trailing
+        metadata with ``--workers N`` (see :mod:`kiln.server.workers_stats`)."""
+        try:
+            self._tenant(context)
+            reply = await self.core.statistics(request.name or None, request.version or None)
+        except Exception as error:
+            await _abort(context, error)
+            raise  # unreachable: abort raises
+        if headers := reply.headers():
+            context.set_trailing_metadata(tuple(headers))
+        return codec.from_json(reply.body, pb.ModelStatisticsResponse())
 
     async def ModelInfer(self, request: Message, context: Context) -> Message:  # noqa: N802
         try:

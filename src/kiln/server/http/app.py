@@ -7,7 +7,7 @@ Routes (``{v}`` optional everywhere a model is named: ``/v2/models/{m}/versions/
     GET  /v2/models/{m}                        model metadata
     GET  /v2/models/{m}/ready                  200 when the model serves, else 400
     GET  /v2/models/{m}/config                 Triton-style model configuration
-    GET  /v2/models/{m}/stats, /v2/models/stats   Triton-style statistics
+    GET  /v2/models/{m}/stats, /v2/models/stats   Triton-style statistics (of every worker)
     POST /v2/models/{m}/infer                  inference (JSON or binary tensors)
     POST /v2/models/{m}/feedback               feedback events, acknowledged once durable
     POST /v2/repository/index                  repository index
@@ -40,12 +40,18 @@ from kiln.server.feedback import FeedbackIntake
 from kiln.server.http.errors import error_body, error_reply
 from kiln.server.http.feedback import FeedbackEndpoint
 from kiln.server.http.infer import InferEndpoint, InferSteps, Receive, Scope, Send, is_infer_path
+from kiln.server.workers_stats import StatisticsReply
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _json(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
+
+
+def _stats(reply: StatisticsReply) -> Response:
+    """Statistics, with ``--workers N``'s ``kiln-worker``/``kiln-workers-missing`` headers."""
+    return Response(orjson.dumps(reply.body), 200, dict(reply.headers()), media_type="application/json")
 
 
 class FaultsBody(BaseModel):
@@ -116,11 +122,11 @@ class _Endpoints:
 
     async def model_stats(self, request: Request) -> Response:
         self._tenant(request)
-        return _json(self.core.model_statistics(*self._model(request)))
+        return _stats(await self.core.statistics(*self._model(request)))
 
     async def all_stats(self, request: Request) -> Response:
         self._tenant(request)
-        return _json(self.core.model_statistics())
+        return _stats(await self.core.statistics())
 
     async def repository_index(self, request: Request) -> Response:
         self._tenant(request)
