@@ -93,9 +93,15 @@ async def send_admin_call(
     *,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
     reply_timeout_s: float = REPLY_TIMEOUT_S,
+    within_s: float | None = None,
 ) -> PeerReply:
     """Send ``call`` to worker ``worker`` (serving ``path``) and read its answer; a reply with
-    ``status=None`` and the reason when it did not answer."""
+    ``status=None`` and the reason when it did not answer. With ``within_s``, connecting and
+    replying together get at most that long (the reply gets what connecting left of it)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    if within_s is not None:
+        connect_timeout_s = min(connect_timeout_s, within_s)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), connect_timeout_s)
     except FileNotFoundError:
@@ -106,6 +112,10 @@ async def send_admin_call(
         return PeerReply(worker, None, f"no connection within {connect_timeout_s:g} s (the worker is stuck)")
     except OSError as exc:
         return PeerReply(worker, None, f"could not connect ({exc})")
+    allowed_s = reply_timeout_s
+    if within_s is not None:
+        allowed_s = within_s
+        reply_timeout_s = max(0.0, min(reply_timeout_s, within_s - (loop.time() - started)))
 
     async def exchange() -> bytes:
         writer.write(call.encode())
@@ -116,7 +126,7 @@ async def send_admin_call(
         data = orjson.loads(await asyncio.wait_for(exchange(), reply_timeout_s))
         return PeerReply(worker, int(data["status"]), str(data.get("error", "")), data.get("result"))
     except TimeoutError:
-        return PeerReply(worker, None, f"no reply within {reply_timeout_s:g} s (the worker is busy or stuck)")
+        return PeerReply(worker, None, f"no reply within {allowed_s:g} s (the worker is busy or stuck)")
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return PeerReply(worker, None, f"the connection ended without a valid reply ({exc!r})")
     finally:
@@ -147,7 +157,7 @@ class AdminFanout:
 
     async def ask(self, call: AdminCall, timeout_s: float) -> list[PeerReply]:
         """Send the read-only ``call`` to every other worker at once, allowing each ``timeout_s``
-        to connect and ``timeout_s`` to reply; their replies, in worker order."""
+        in all (connecting and replying); their replies, in worker order."""
         return list(
             await asyncio.gather(
                 *(
@@ -155,8 +165,7 @@ class AdminFanout:
                         admin_socket_path(self.folder, i),
                         i,
                         call,
-                        connect_timeout_s=timeout_s,
-                        reply_timeout_s=timeout_s,
+                        within_s=timeout_s,
                     )
                     for i in self._others()
                 )
