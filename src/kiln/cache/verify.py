@@ -60,7 +60,9 @@ class AccuracyVerifier:
     is accepted when the bootstrap upper bound of its drop on the prefix is within the bound,
     otherwise the rest of the samples is run and the figure on all of them decides. The
     reference outputs are computed once per verifier (one source model), prefix first, and can
-    be started in the background while the engine builds (:meth:`prefetch`).
+    be started in the background while the engine builds (:meth:`prefetch`). A check loads the
+    new engine and runs it on the samples before it waits for that background reference, so
+    that the two run side by side.
     Returns the accuracy report as JSON data (``AccuracyReport.to_json()`` plus ``metric``,
     ``samples_from`` and the bound), or raises ``AccuracyError`` naming the metric, the value
     and the bound.
@@ -89,8 +91,8 @@ class AccuracyVerifier:
         self._loading = threading.Lock()  # the samples are read once, by whichever thread is first
 
     def __call__(self, artifact_dir: Path, output: BuildOutput) -> dict[str, object]:
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             report = self._measure(run, samples, len(samples))
         check_accuracy(report, self._spec.max_accuracy_drop)
         return self._json(report)
@@ -101,8 +103,8 @@ class AccuracyVerifier:
         """Screen a weight-only update on a prefix of the samples, all of them when in doubt.
         ``baseline`` (the previous engine's report) is not used for the decision."""
         del baseline
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             count = self._screen_count(len(samples))
             try:
                 report = self._measure(run, samples, count)
@@ -117,8 +119,8 @@ class AccuracyVerifier:
 
     def measure(self, artifact_dir: Path, output: BuildOutput) -> AccuracyReport:
         """The staged engine's accuracy on every check sample, without judging it."""
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             return self._measure(run, samples, len(samples))
 
     def prefetch(self, *, update: bool) -> None:
@@ -161,7 +163,12 @@ class AccuracyVerifier:
         return upper <= bound
 
     def _measure(self, run: RunFn, samples: SampleSet, count: int) -> AccuracyReport:
-        reference = self._reference_output(samples, count)
+        candidate = self._candidate_output(run, samples, count)
+        reference = self._reference_output(samples, count)  # the background one may still run
+        labels = None if samples.labels is None else samples.labels[:count]
+        return measure_accuracy(reference, candidate, task=self._spec.task, labels=labels)
+
+    def _candidate_output(self, run: RunFn, samples: SampleSet, count: int) -> Array:
         candidate = self._candidate
         have = 0 if candidate is None else len(candidate)
         if have < count:
@@ -180,8 +187,7 @@ class AccuracyVerifier:
             candidate = new if candidate is None else np.concatenate([candidate, new])
             self._candidate = candidate
         assert candidate is not None
-        labels = None if samples.labels is None else samples.labels[:count]
-        return measure_accuracy(reference, candidate[:count], task=self._spec.task, labels=labels)
+        return candidate[:count]
 
     def _check_samples(self) -> SampleSet:
         with self._loading:

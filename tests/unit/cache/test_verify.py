@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from kiln.model.source import Fingerprint, ModelSource
 from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
 
 TARGET = Target("fake", "1.0", "cpu", "Fake CPU", "avx2")
+REFERENCE_PATIENCE_S = 30.0
+"""How long the fake background reference waits for the engine to run (a bound on a failure only)."""
 
 
 class FakeEngine:
@@ -211,3 +214,57 @@ def test_a_prefix_that_cannot_be_judged_alone_is_measured_in_full(tmp_path: Path
     report = verifier.check_update(tmp_path, OUTPUT, None)
     assert report["num_samples"] == 100
     assert report["auc_reference"] is not None
+
+
+def test_the_engine_is_loaded_before_the_samples_are_read(tmp_path: Path) -> None:
+    """Loading the engine does not wait for the samples (read meanwhile by the reference's thread)."""
+    order: list[str] = []
+
+    class Recording(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            order.append("engine loaded")
+            return super().load(artifact, options)
+
+    def loads() -> SampleSet:
+        order.append("samples read")
+        return Loads()()
+
+    verifier = AccuracyVerifier(
+        Recording(error=0.001),  # type: ignore[arg-type]
+        doubling_source(),
+        BuildSpec(max_batch_size=16),
+        CheckSamples(loads, "validation"),
+    )
+    verifier.check_update(tmp_path, OUTPUT, None)
+    assert order == ["engine loaded", "samples read"]
+
+
+def test_the_engine_runs_while_the_background_reference_is_still_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prefetched reference cannot finish before the new engine has run on the samples: a
+    verifier that waited for the reference first would leave it waiting (bounded here) and fail."""
+    engine_ran = threading.Event()
+    waited: list[bool] = []
+
+    def reference(model: object, samples: SampleSet, **kwargs: object) -> dict[str, Array]:
+        waited.append(engine_ran.wait(timeout=REFERENCE_PATIENCE_S))
+        return {"y": 2 * np.asarray(samples.inputs["x"])}
+
+    class Signalling(FakeEngine):
+        def run(self, inputs: Tensors) -> dict[str, Array]:
+            values = super().run(inputs)
+            engine_ran.set()
+            return values
+
+    class Backend(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            return Signalling(self.error, self.batches)
+
+    monkeypatch.setattr("kiln.cache.verify.reference_outputs", reference)
+    verifier = update_verifier(Backend(error=0.001), BuildSpec(max_batch_size=16), Loads())
+    verifier.prefetch(update=True)
+    report = verifier.check_update(tmp_path, OUTPUT, None)
+    assert waited == [True]  # the reference saw the engine's run while it was still running
+    assert report["num_samples"] == 32
+    assert report["max_abs_error"] == pytest.approx(0.001, rel=1e-3)
