@@ -27,7 +27,14 @@ from kiln.compile.accuracy import (
     measure_accuracy,
     run_batches,
 )
-from kiln.compile.backends.base import Backend, BuildOutput, EngineArtifact, Manifest, Progress
+from kiln.compile.backends.base import (
+    Backend,
+    BuildOutput,
+    EngineArtifact,
+    LoadOptions,
+    Manifest,
+    Progress,
+)
 from kiln.compile.data import SampleSet
 from kiln.compile.reference import reference_outputs
 from kiln.compile.spec import BuildSpec
@@ -40,6 +47,10 @@ SamplesFrom: TypeAlias = Literal["validation", "calibration"]
 
 MAX_CHECK_BATCH = 32
 MIN_UPDATE_CHECK_SAMPLES = 32
+BESIDE_REFERENCE = LoadOptions(num_instances=2)
+"""How an engine is loaded for its check while the fp32 reference runs beside it: as one of two
+instances sharing the CPUs, so that the pair does not oversubscribe them (the reference keeps
+every CPU: it is the larger part and runs on alone once the engine is done)."""
 """The fewest check samples a weight-only update is screened on (see :func:`screen_count`)."""
 
 
@@ -129,15 +140,24 @@ class AccuracyVerifier:
         when it is used."""
         if self._pending is not None or self._source.model is None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
 
         def work() -> None:
             samples = self._check_samples()
             count = self._screen_count(len(samples)) if update else len(samples)
             self._extend_reference(samples, count)
 
-        self._pending = executor.submit(work)
-        executor.shutdown(wait=False)
+        self._pending = _in_background(work)
+
+    def _start_reference(self, samples: SampleSet, count: int) -> None:
+        """Extend the reference to ``count`` samples in the background, unless it covers them,
+        is being computed already, or has no ONNX model (then it is computed when awaited)."""
+        have = 0 if self._reference is None else len(self._reference)
+        if self._pending is not None or self._source.model is None or have >= count:
+            return
+        self._pending = _in_background(lambda: self._extend_reference(samples, count))
+
+    def _reference_running(self) -> bool:
+        return self._pending is not None and not self._pending.done()
 
     def _json(self, report: AccuracyReport) -> dict[str, object]:
         return {
@@ -163,6 +183,7 @@ class AccuracyVerifier:
         return upper <= bound
 
     def _measure(self, run: RunFn, samples: SampleSet, count: int) -> AccuracyReport:
+        self._start_reference(samples, count)
         candidate = self._candidate_output(run, samples, count)
         reference = self._reference_output(samples, count)  # the background one may still run
         labels = None if samples.labels is None else samples.labels[:count]
@@ -223,8 +244,11 @@ class AccuracyVerifier:
 
     @contextmanager
     def _engine(self, artifact_dir: Path, output: BuildOutput) -> Iterator[RunFn]:
-        """The staged engine as a batch runner, closed afterwards; candidate outputs start empty."""
-        engine = self._backend.load(EngineArtifact(artifact_dir, self._staged_manifest(output)))
+        """The staged engine as a batch runner, closed afterwards; candidate outputs start empty.
+        While the reference runs in the background the engine is loaded as one of two instances
+        sharing the CPUs (:data:`BESIDE_REFERENCE`)."""
+        options = BESIDE_REFERENCE if self._reference_running() else None
+        engine = self._backend.load(EngineArtifact(artifact_dir, self._staged_manifest(output)), options)
         instance = engine.create_instance()
         self._candidate = None
         try:
@@ -255,6 +279,14 @@ class AccuracyVerifier:
             calibration_file=output.calibration_file,
             extra=dict(output.extra),
         )
+
+
+def _in_background(work: Callable[[], None]) -> Future[None]:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
+    try:
+        return executor.submit(work)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def screen_count(total: int, batch_size: int, asked: int | None = None) -> int:

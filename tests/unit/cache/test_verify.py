@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from kiln.cache.verify import AccuracyVerifier, CheckSamples, screen_count
+from kiln.cache.verify import BESIDE_REFERENCE, AccuracyVerifier, CheckSamples, screen_count
 from kiln.compile.backends.base import BuildOutput, EngineArtifact, LoadOptions, Target
 from kiln.compile.data import SampleSet
 from kiln.compile.spec import BuildSpec
@@ -49,12 +49,14 @@ class FakeBackend:
         self.error = error
         self.loaded: list[EngineArtifact] = []
         self.batches: list[int] = []
+        self.options: list[LoadOptions | None] = []
 
     def target(self) -> Target:
         return TARGET
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
         self.loaded.append(artifact)
+        self.options.append(options)
         return FakeEngine(self.error, self.batches)
 
 
@@ -259,12 +261,66 @@ def test_the_engine_runs_while_the_background_reference_is_still_running(
 
     class Backend(FakeBackend):
         def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            super().load(artifact, options)
             return Signalling(self.error, self.batches)
 
     monkeypatch.setattr("kiln.cache.verify.reference_outputs", reference)
-    verifier = update_verifier(Backend(error=0.001), BuildSpec(max_batch_size=16), Loads())
+    backend = Backend(error=0.001)
+    verifier = update_verifier(backend, BuildSpec(max_batch_size=16), Loads())
     verifier.prefetch(update=True)
     report = verifier.check_update(tmp_path, OUTPUT, None)
     assert waited == [True]  # the reference saw the engine's run while it was still running
+    assert backend.options == [BESIDE_REFERENCE]  # sharing the CPUs with the reference
     assert report["num_samples"] == 32
     assert report["max_abs_error"] == pytest.approx(0.001, rel=1e-3)
+
+
+def test_without_a_background_reference_the_engine_takes_the_cpus_the_backend_gives(
+    tmp_path: Path,
+) -> None:
+    backend = FakeBackend(error=0.001)
+    update_verifier(backend, BuildSpec(max_batch_size=16), Loads()).check_update(tmp_path, OUTPUT, None)
+    assert backend.options == [None]
+
+
+def test_the_rest_of_the_samples_is_referenced_beside_the_engine_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update near its bound is checked on every sample: the reference of the samples after the
+    prefix also starts in the background before the engine runs on them, and each part of the
+    reference can only finish once the engine has run that far."""
+    ran = threading.Condition()
+    covered: list[int] = []
+    finished_after_engine: list[bool] = []
+    parts_started: list[int] = []  # per engine batch: how many reference parts had started
+
+    def reference(model: object, samples: SampleSet, **kwargs: object) -> dict[str, Array]:
+        end = sum(covered) + len(samples)
+        covered.append(len(samples))
+        with ran:
+            finished_after_engine.append(
+                ran.wait_for(lambda: sum(backend.batches) >= end, timeout=REFERENCE_PATIENCE_S)
+            )
+        return {"y": 2 * np.asarray(samples.inputs["x"])}
+
+    class Notifying(FakeEngine):
+        def run(self, inputs: Tensors) -> dict[str, Array]:
+            with ran:
+                parts_started.append(len(covered))
+                values = super().run(inputs)
+                ran.notify_all()
+            return values
+
+    class Backend(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            super().load(artifact, options)
+            return Notifying(self.error, self.batches)
+
+    backend = Backend(error=0.3)
+    monkeypatch.setattr("kiln.cache.verify.reference_outputs", reference)
+    spec = BuildSpec(max_batch_size=16, max_accuracy_drop=0.1)
+    report = update_verifier(backend, spec, Loads()).check_update(tmp_path, OUTPUT, None)
+    assert report["num_samples"] == 100
+    assert covered == [32, 68]  # the prefix, then the rest; nothing twice
+    assert finished_after_engine == [True, True]
+    assert parts_started == [1, 1, 2, 2, 2, 2, 2]  # 2 batches of the prefix, 5 of the rest
