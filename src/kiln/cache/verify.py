@@ -27,7 +27,14 @@ from kiln.compile.accuracy import (
     measure_accuracy,
     run_batches,
 )
-from kiln.compile.backends.base import Backend, BuildOutput, EngineArtifact, Manifest, Progress
+from kiln.compile.backends.base import (
+    Backend,
+    BuildOutput,
+    EngineArtifact,
+    LoadOptions,
+    Manifest,
+    Progress,
+)
 from kiln.compile.data import SampleSet
 from kiln.compile.reference import reference_outputs
 from kiln.compile.spec import BuildSpec
@@ -40,6 +47,10 @@ SamplesFrom: TypeAlias = Literal["validation", "calibration"]
 
 MAX_CHECK_BATCH = 32
 MIN_UPDATE_CHECK_SAMPLES = 32
+BESIDE_REFERENCE = LoadOptions(num_instances=2)
+"""How an engine is loaded for its check while the fp32 reference runs beside it: as one of two
+instances sharing the CPUs, so that the pair does not oversubscribe them (the reference keeps
+every CPU: it is the larger part and runs on alone once the engine is done)."""
 """The fewest check samples a weight-only update is screened on (see :func:`screen_count`)."""
 
 
@@ -60,7 +71,9 @@ class AccuracyVerifier:
     is accepted when the bootstrap upper bound of its drop on the prefix is within the bound,
     otherwise the rest of the samples is run and the figure on all of them decides. The
     reference outputs are computed once per verifier (one source model), prefix first, and can
-    be started in the background while the engine builds (:meth:`prefetch`).
+    be started in the background while the engine builds (:meth:`prefetch`). A check loads the
+    new engine and runs it on the samples before it waits for that background reference, so
+    that the two run side by side.
     Returns the accuracy report as JSON data (``AccuracyReport.to_json()`` plus ``metric``,
     ``samples_from`` and the bound), or raises ``AccuracyError`` naming the metric, the value
     and the bound.
@@ -89,8 +102,8 @@ class AccuracyVerifier:
         self._loading = threading.Lock()  # the samples are read once, by whichever thread is first
 
     def __call__(self, artifact_dir: Path, output: BuildOutput) -> dict[str, object]:
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             report = self._measure(run, samples, len(samples))
         check_accuracy(report, self._spec.max_accuracy_drop)
         return self._json(report)
@@ -101,8 +114,8 @@ class AccuracyVerifier:
         """Screen a weight-only update on a prefix of the samples, all of them when in doubt.
         ``baseline`` (the previous engine's report) is not used for the decision."""
         del baseline
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             count = self._screen_count(len(samples))
             try:
                 report = self._measure(run, samples, count)
@@ -117,8 +130,8 @@ class AccuracyVerifier:
 
     def measure(self, artifact_dir: Path, output: BuildOutput) -> AccuracyReport:
         """The staged engine's accuracy on every check sample, without judging it."""
-        samples = self._check_samples()
         with self._engine(artifact_dir, output) as run:
+            samples = self._check_samples()
             return self._measure(run, samples, len(samples))
 
     def prefetch(self, *, update: bool) -> None:
@@ -127,15 +140,24 @@ class AccuracyVerifier:
         when it is used."""
         if self._pending is not None or self._source.model is None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
 
         def work() -> None:
             samples = self._check_samples()
             count = self._screen_count(len(samples)) if update else len(samples)
             self._extend_reference(samples, count)
 
-        self._pending = executor.submit(work)
-        executor.shutdown(wait=False)
+        self._pending = _in_background(work)
+
+    def _start_reference(self, samples: SampleSet, count: int) -> None:
+        """Extend the reference to ``count`` samples in the background, unless it covers them,
+        is being computed already, or has no ONNX model (then it is computed when awaited)."""
+        have = 0 if self._reference is None else len(self._reference)
+        if self._pending is not None or self._source.model is None or have >= count:
+            return
+        self._pending = _in_background(lambda: self._extend_reference(samples, count))
+
+    def _reference_running(self) -> bool:
+        return self._pending is not None and not self._pending.done()
 
     def _json(self, report: AccuracyReport) -> dict[str, object]:
         return {
@@ -161,7 +183,13 @@ class AccuracyVerifier:
         return upper <= bound
 
     def _measure(self, run: RunFn, samples: SampleSet, count: int) -> AccuracyReport:
-        reference = self._reference_output(samples, count)
+        self._start_reference(samples, count)
+        candidate = self._candidate_output(run, samples, count)
+        reference = self._reference_output(samples, count)  # the background one may still run
+        labels = None if samples.labels is None else samples.labels[:count]
+        return measure_accuracy(reference, candidate, task=self._spec.task, labels=labels)
+
+    def _candidate_output(self, run: RunFn, samples: SampleSet, count: int) -> Array:
         candidate = self._candidate
         have = 0 if candidate is None else len(candidate)
         if have < count:
@@ -180,8 +208,7 @@ class AccuracyVerifier:
             candidate = new if candidate is None else np.concatenate([candidate, new])
             self._candidate = candidate
         assert candidate is not None
-        labels = None if samples.labels is None else samples.labels[:count]
-        return measure_accuracy(reference, candidate[:count], task=self._spec.task, labels=labels)
+        return candidate[:count]
 
     def _check_samples(self) -> SampleSet:
         with self._loading:
@@ -217,8 +244,11 @@ class AccuracyVerifier:
 
     @contextmanager
     def _engine(self, artifact_dir: Path, output: BuildOutput) -> Iterator[RunFn]:
-        """The staged engine as a batch runner, closed afterwards; candidate outputs start empty."""
-        engine = self._backend.load(EngineArtifact(artifact_dir, self._staged_manifest(output)))
+        """The staged engine as a batch runner, closed afterwards; candidate outputs start empty.
+        While the reference runs in the background the engine is loaded as one of two instances
+        sharing the CPUs (:data:`BESIDE_REFERENCE`)."""
+        options = BESIDE_REFERENCE if self._reference_running() else None
+        engine = self._backend.load(EngineArtifact(artifact_dir, self._staged_manifest(output)), options)
         instance = engine.create_instance()
         self._candidate = None
         try:
@@ -249,6 +279,14 @@ class AccuracyVerifier:
             calibration_file=output.calibration_file,
             extra=dict(output.extra),
         )
+
+
+def _in_background(work: Callable[[], None]) -> Future[None]:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiln-reference")
+    try:
+        return executor.submit(work)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def screen_count(total: int, batch_size: int, asked: int | None = None) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from kiln.cache.verify import AccuracyVerifier, CheckSamples, screen_count
+from kiln.cache.verify import BESIDE_REFERENCE, AccuracyVerifier, CheckSamples, screen_count
 from kiln.compile.backends.base import BuildOutput, EngineArtifact, LoadOptions, Target
 from kiln.compile.data import SampleSet
 from kiln.compile.spec import BuildSpec
@@ -17,6 +18,8 @@ from kiln.model.source import Fingerprint, ModelSource
 from kiln.types import Array, ShapeProfile, Tensors, TensorSpec
 
 TARGET = Target("fake", "1.0", "cpu", "Fake CPU", "avx2")
+REFERENCE_PATIENCE_S = 30.0
+"""How long the fake background reference waits for the engine to run (a bound on a failure only)."""
 
 
 class FakeEngine:
@@ -46,12 +49,14 @@ class FakeBackend:
         self.error = error
         self.loaded: list[EngineArtifact] = []
         self.batches: list[int] = []
+        self.options: list[LoadOptions | None] = []
 
     def target(self) -> Target:
         return TARGET
 
     def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
         self.loaded.append(artifact)
+        self.options.append(options)
         return FakeEngine(self.error, self.batches)
 
 
@@ -211,3 +216,111 @@ def test_a_prefix_that_cannot_be_judged_alone_is_measured_in_full(tmp_path: Path
     report = verifier.check_update(tmp_path, OUTPUT, None)
     assert report["num_samples"] == 100
     assert report["auc_reference"] is not None
+
+
+def test_the_engine_is_loaded_before_the_samples_are_read(tmp_path: Path) -> None:
+    """Loading the engine does not wait for the samples (read meanwhile by the reference's thread)."""
+    order: list[str] = []
+
+    class Recording(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            order.append("engine loaded")
+            return super().load(artifact, options)
+
+    def loads() -> SampleSet:
+        order.append("samples read")
+        return Loads()()
+
+    verifier = AccuracyVerifier(
+        Recording(error=0.001),  # type: ignore[arg-type]
+        doubling_source(),
+        BuildSpec(max_batch_size=16),
+        CheckSamples(loads, "validation"),
+    )
+    verifier.check_update(tmp_path, OUTPUT, None)
+    assert order == ["engine loaded", "samples read"]
+
+
+def test_the_engine_runs_while_the_background_reference_is_still_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prefetched reference cannot finish before the new engine has run on the samples: a
+    verifier that waited for the reference first would leave it waiting (bounded here) and fail."""
+    engine_ran = threading.Event()
+    waited: list[bool] = []
+
+    def reference(model: object, samples: SampleSet, **kwargs: object) -> dict[str, Array]:
+        waited.append(engine_ran.wait(timeout=REFERENCE_PATIENCE_S))
+        return {"y": 2 * np.asarray(samples.inputs["x"])}
+
+    class Signalling(FakeEngine):
+        def run(self, inputs: Tensors) -> dict[str, Array]:
+            values = super().run(inputs)
+            engine_ran.set()
+            return values
+
+    class Backend(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            super().load(artifact, options)
+            return Signalling(self.error, self.batches)
+
+    monkeypatch.setattr("kiln.cache.verify.reference_outputs", reference)
+    backend = Backend(error=0.001)
+    verifier = update_verifier(backend, BuildSpec(max_batch_size=16), Loads())
+    verifier.prefetch(update=True)
+    report = verifier.check_update(tmp_path, OUTPUT, None)
+    assert waited == [True]  # the reference saw the engine's run while it was still running
+    assert backend.options == [BESIDE_REFERENCE]  # sharing the CPUs with the reference
+    assert report["num_samples"] == 32
+    assert report["max_abs_error"] == pytest.approx(0.001, rel=1e-3)
+
+
+def test_without_a_background_reference_the_engine_takes_the_cpus_the_backend_gives(
+    tmp_path: Path,
+) -> None:
+    backend = FakeBackend(error=0.001)
+    update_verifier(backend, BuildSpec(max_batch_size=16), Loads()).check_update(tmp_path, OUTPUT, None)
+    assert backend.options == [None]
+
+
+def test_the_rest_of_the_samples_is_referenced_beside_the_engine_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update near its bound is checked on every sample: the reference of the samples after the
+    prefix also starts in the background before the engine runs on them, and each part of the
+    reference can only finish once the engine has run that far."""
+    ran = threading.Condition()
+    covered: list[int] = []
+    finished_after_engine: list[bool] = []
+    parts_started: list[int] = []  # per engine batch: how many reference parts had started
+
+    def reference(model: object, samples: SampleSet, **kwargs: object) -> dict[str, Array]:
+        end = sum(covered) + len(samples)
+        covered.append(len(samples))
+        with ran:
+            finished_after_engine.append(
+                ran.wait_for(lambda: sum(backend.batches) >= end, timeout=REFERENCE_PATIENCE_S)
+            )
+        return {"y": 2 * np.asarray(samples.inputs["x"])}
+
+    class Notifying(FakeEngine):
+        def run(self, inputs: Tensors) -> dict[str, Array]:
+            with ran:
+                parts_started.append(len(covered))
+                values = super().run(inputs)
+                ran.notify_all()
+            return values
+
+    class Backend(FakeBackend):
+        def load(self, artifact: EngineArtifact, options: LoadOptions | None = None) -> FakeEngine:
+            super().load(artifact, options)
+            return Notifying(self.error, self.batches)
+
+    backend = Backend(error=0.3)
+    monkeypatch.setattr("kiln.cache.verify.reference_outputs", reference)
+    spec = BuildSpec(max_batch_size=16, max_accuracy_drop=0.1)
+    report = update_verifier(backend, spec, Loads()).check_update(tmp_path, OUTPUT, None)
+    assert report["num_samples"] == 100
+    assert covered == [32, 68]  # the prefix, then the rest; nothing twice
+    assert finished_after_engine == [True, True]
+    assert parts_started == [1, 1, 2, 2, 2, 2, 2]  # 2 batches of the prefix, 5 of the rest

@@ -1,4 +1,4 @@
-"""The fp32 reference: the source model run by ONNX Runtime with optimizations off."""
+"""The fp32 reference: the source model run by ONNX Runtime, with optimizations off or on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from kiln.compile.accuracy import relative_l2
 from kiln.compile.data import SampleSet
-from kiln.compile.reference import reference_outputs
+from kiln.compile.reference import reference_options, reference_outputs
 from kiln.errors import BuildError
 from kiln.examples import make_model, make_samples
 
@@ -71,3 +71,19 @@ def test_serialized_bytes_are_run_as_given() -> None:
         serialized=other.SerializeToString(),  # type: ignore[attr-defined]
     )
     assert not outputs["y"].any()
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_the_reference_threads_do_not_spin_beside_other_work(optimized: bool) -> None:
+    """The reference runs beside the engine being built or checked: idle pool threads must not
+    hold a core by spin-waiting (ONNX Runtime's default)."""
+    import onnxruntime as ort
+
+    options = reference_options(threads=3, optimized=optimized)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 3
+    assert options.inter_op_num_threads == 1
+    levels = ort.GraphOptimizationLevel
+    expected = levels.ORT_ENABLE_ALL if optimized else levels.ORT_DISABLE_ALL
+    assert options.graph_optimization_level == expected
