@@ -19,13 +19,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from kiln.errors import ModelError, Problem
-from kiln.model.external import load_external_data, plan_external_data
+from kiln.model.external import READ_BEFORE_VALIDATION_BYTES, load_external_data, plan_external_data
 from kiln.model.fingerprint import fingerprint
 from kiln.model.source import ModelSource
 from kiln.model.tensors import signature
 from kiln.model.validate import ModelLimits, OpSupport, validate
 
-_READ_BEFORE_VALIDATION = 64 * 1024  # bytes: a tensor this small may be a shape input
 KEEP_SERIALIZED_BYTES = 256 * 1024 * 1024
 """A self-contained model file up to this size keeps its bytes in ``ModelSource.serialized``."""
 
@@ -61,7 +60,7 @@ def load_model(
     # limit. The large ones wait until the model is known to be valid.
     found = [*plan.problems]
     if not found and size_bytes <= limits.max_file_bytes:
-        found = load_external_data(plan, at_most=_READ_BEFORE_VALIDATION)
+        found = load_external_data(plan, at_most=READ_BEFORE_VALIDATION_BYTES)
     validate(
         model,
         path=path,
