@@ -87,6 +87,43 @@ def load_model(
     )
 
 
+def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | Path:
+    """What to hand a runtime that opens an ONNX model from a file or from bytes (ONNX Runtime's
+    ``InferenceSession``) for the model at ``path``, read under ``load_model``'s file and
+    external-data rules but not validated.
+
+    A self-contained model comes back as its file's bytes. A model with external data comes back
+    as one self-contained protobuf, its external data read in (every location confined to the
+    model's folder first): opened from its path, ONNX Runtime's shape inference would not see the
+    values of small external tensors such as a ``Reshape`` shape or ``Unsqueeze`` axes, and fail.
+    Only a model too large for one protobuf (2 GiB) comes back as ``path``, for the runtime to read
+    its external data itself.
+
+    Raises ``ModelError`` for a file that is not an ONNX model or whose external data is refused.
+    """
+    path = Path(path)
+    limits = limits or ModelLimits()
+    model, data = _read_onnx(path, limits)
+    plan = plan_external_data(model, path.parent)
+    if plan.problems:
+        raise ModelError(list(plan.problems), path=str(path))
+    if not plan.reads:
+        return data
+    if len(data) + plan.size_bytes > limits.max_file_bytes:
+        raise _refuse(
+            path,
+            f"is {len(data) + plan.size_bytes} bytes with its external data, over the limit of "
+            f"{limits.max_file_bytes}",
+            "shrink the model or raise ModelLimits.max_file_bytes",
+        )
+    if len(data) + sum(read.num_bytes for read in plan.reads) > onnx.checker.MAXIMUM_PROTOBUF:
+        return path
+    problems = load_external_data(plan)
+    if problems:
+        raise ModelError(problems, path=str(path))
+    return bytes(model.SerializeToString())
+
+
 def _refuse(path: Path, what: str, fix: str) -> ModelError:
     return ModelError([Problem(str(path), what, fix)], path=str(path))
 

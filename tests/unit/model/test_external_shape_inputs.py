@@ -19,7 +19,7 @@ from onnx import numpy_helper
 from kiln.errors import ModelError
 from kiln.examples import EXAMPLES, make_model
 from kiln.model.external import READ_BEFORE_VALIDATION_BYTES
-from kiln.model.load import load_model
+from kiln.model.load import load_model, runtime_input
 from kiln.model.validate import find_problems
 from kiln.model.walk import is_external, tensors
 
@@ -134,7 +134,7 @@ def test_the_location_rules_hold_for_a_model_with_every_tensor_external(tmp_path
     else:
         _relocate(path, location)
 
-    for attempt in (load_model,):
+    for attempt in (load_model, runtime_input):
         with pytest.raises(ModelError) as caught:
             attempt(path)
         problems = caught.value.problems
@@ -143,3 +143,15 @@ def test_the_location_rules_hold_for_a_model_with_every_tensor_external(tmp_path
         problem = next(p for p in problems if p.where == "tensor 'shape'")
         assert repr(location) in problem.what
         assert "inside the model's folder" in problem.fix
+
+
+def test_runtime_input_gives_onnx_runtime_the_whole_model(tmp_path: Path) -> None:
+    inline_path = save(shape_inputs_model(), tmp_path / "inline" / "model.onnx")
+    path = save_all_external(shape_inputs_model(), tmp_path / "external" / "model.onnx")
+
+    data = runtime_input(path)
+
+    assert isinstance(data, bytes)
+    assert runtime_input(inline_path) == inline_path.read_bytes()
+    x = np.random.default_rng(2).standard_normal((2, 128)).astype(np.float32)
+    np.testing.assert_array_equal(_run(data, x), _run(inline_path.read_bytes(), x))
