@@ -6,8 +6,13 @@ The steps, each refusing bad input with a ``ModelError`` that names the file and
    (``.pt2`` files belong to the torch backend);
 2. external data is resolved without being read: every location must stay inside the model's own
    folder (no ``..``, no absolute path, no symlink pointing out) and name an existing file;
-3. the model is validated (``kiln.model.validate``), every problem collected into one error;
-4. only then is the external data read into the in-memory model, and the fingerprint computed.
+3. the model is validated (``kiln.model.validate``), every problem collected into one error; the
+   small external tensors (shape inputs such as a ``Reshape`` shape) are read first, as shape
+   inference needs their values;
+4. only then is the rest of the external data read into the in-memory model, and the fingerprint
+   computed.
+
+:func:`runtime_input` reads a model file under the same rules for a runtime that opens it itself.
 """
 
 from __future__ import annotations
