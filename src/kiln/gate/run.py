@@ -38,8 +38,7 @@ from kiln.gate.config import GateConfig
 from kiln.gate.measure import LoadMeasurements, engine_outputs, measure_load, request_pool
 from kiln.gate.report import GateReport, release_tag
 from kiln.gate.served import RepositoryModel, ServedModel, ServerModel
-from kiln.repository.layout import MODEL_FILE
-from kiln.repository.publish import publish_version
+from kiln.repository.publish import model_files, publish_version
 
 Say = Callable[[str], None]
 GATE_FILE = "kiln-gate.json"
@@ -170,7 +169,7 @@ def _report(
 def _publish(config: GateConfig, report: GateReport) -> GateReport:
     assert config.repo is not None
     record = json.dumps(report.to_json(), indent=2, default=str).encode()
-    files: dict[str, Path | bytes] = {MODEL_FILE: Path(config.model), GATE_FILE: record}
+    files: dict[str, Path | bytes] = {**model_files(Path(config.model)), GATE_FILE: record}
     version = publish_version(config.repo, config.model_name, files, tag=report.tag)
     published = {
         "repo": str(config.repo),

@@ -19,6 +19,11 @@ import onnx
 from kiln.errors import Problem
 from kiln.model.walk import is_external, tensors
 
+READ_BEFORE_VALIDATION_BYTES = 64 * 1024
+"""External tensors up to this size are read before a model is validated: shape inference and the
+checker need the values of shape inputs (``Reshape`` shapes, ``Unsqueeze`` axes, ``Slice`` bounds),
+which ``onnx.save(..., size_threshold=0)`` stores externally too."""
+
 _FIX_LOCATION = (
     "keep external data files inside the model's folder and name them relative to it "
     "(onnx.save(model, path, save_as_external_data=True, location='weights.bin'))"
@@ -28,12 +33,14 @@ _FIX_RESAVE = "the weights file does not match the model; save the model and its
 
 @dataclass(frozen=True, slots=True)
 class ExternalRead:
-    """One tensor's bytes: ``length`` bytes of ``file`` from ``offset`` (``None`` = to the end)."""
+    """One tensor's bytes: ``length`` bytes of ``file`` from ``offset`` (``None`` = to the end);
+    ``num_bytes`` is how many that is, judged when planning."""
 
     tensor: Any
     file: Path
     offset: int
     length: int | None
+    num_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +89,7 @@ def _plan_one(tensor: Any, folder: Path, root: Path, sizes: dict[Path, int]) -> 
     if offset < 0 or (length is not None and length < 0) or end > size:
         what = f"needs bytes {offset}..{end} of {location!r}, which has {size} bytes"
         return Problem(where, what, _FIX_RESAVE)
-    return ExternalRead(tensor, located, offset, length)
+    return ExternalRead(tensor, located, offset, length, end - offset)
 
 
 def _locate(location: str, folder: Path, root: Path) -> Path | tuple[str, str]:
@@ -126,9 +133,10 @@ def _refuse_location(location: str) -> str | None:
 def load_external_data(plan: ExternalPlan, *, at_most: int | None = None) -> list[Problem]:
     """Read every planned range into its tensor (as ``raw_data``) and mark it inline.
 
-    With ``at_most``, only ranges of a known length up to that many bytes are read (small tensors
-    such as the shape inputs of ``Reshape`` or ``Expand``, which shape inference must see); the
-    others stay external for a later call, which skips what is already inline.
+    With ``at_most``, only ranges of up to that many bytes are read (small tensors such as the
+    shape inputs of ``Reshape`` or ``Expand``, which shape inference must see; a range without a
+    ``length`` runs to the end of its file); the others stay external for a later call, which skips
+    what is already inline.
 
     Returns problems for files that changed since planning (a short read); tensors read so far
     stay loaded, so on problems the caller should discard the model.
@@ -153,7 +161,7 @@ def load_external_data(plan: ExternalPlan, *, at_most: int | None = None) -> lis
 
 
 def _within(read: ExternalRead, at_most: int | None) -> bool:
-    return at_most is None or (read.length is not None and read.length <= at_most)
+    return at_most is None or read.num_bytes <= at_most
 
 
 def _set_inline(tensor: Any, data: bytes) -> None:

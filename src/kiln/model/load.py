@@ -6,8 +6,13 @@ The steps, each refusing bad input with a ``ModelError`` that names the file and
    (``.pt2`` files belong to the torch backend);
 2. external data is resolved without being read: every location must stay inside the model's own
    folder (no ``..``, no absolute path, no symlink pointing out) and name an existing file;
-3. the model is validated (``kiln.model.validate``), every problem collected into one error;
-4. only then is the external data read into the in-memory model, and the fingerprint computed.
+3. the model is validated (``kiln.model.validate``), every problem collected into one error; the
+   small external tensors (shape inputs such as a ``Reshape`` shape) are read first, as shape
+   inference needs their values;
+4. only then is the rest of the external data read into the in-memory model, and the fingerprint
+   computed.
+
+:func:`runtime_input` reads a model file under the same rules for a runtime that opens it itself.
 """
 
 from __future__ import annotations
@@ -19,13 +24,12 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from kiln.errors import ModelError, Problem
-from kiln.model.external import load_external_data, plan_external_data
+from kiln.model.external import READ_BEFORE_VALIDATION_BYTES, load_external_data, plan_external_data
 from kiln.model.fingerprint import fingerprint
 from kiln.model.source import ModelSource
 from kiln.model.tensors import signature
 from kiln.model.validate import ModelLimits, OpSupport, validate
 
-_READ_BEFORE_VALIDATION = 64 * 1024  # bytes: a tensor this small may be a shape input
 KEEP_SERIALIZED_BYTES = 256 * 1024 * 1024
 """A self-contained model file up to this size keeps its bytes in ``ModelSource.serialized``."""
 
@@ -61,7 +65,7 @@ def load_model(
     # limit. The large ones wait until the model is known to be valid.
     found = [*plan.problems]
     if not found and size_bytes <= limits.max_file_bytes:
-        found = load_external_data(plan, at_most=_READ_BEFORE_VALIDATION)
+        found = load_external_data(plan, at_most=READ_BEFORE_VALIDATION_BYTES)
     validate(
         model,
         path=path,
@@ -86,6 +90,43 @@ def load_model(
         model=model,
         serialized=serialized,
     )
+
+
+def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | Path:
+    """What to hand a runtime that opens an ONNX model from a file or from bytes (ONNX Runtime's
+    ``InferenceSession``) for the model at ``path``, read under ``load_model``'s file and
+    external-data rules but not validated.
+
+    A self-contained model comes back as its file's bytes. A model with external data comes back
+    as one self-contained protobuf, its external data read in (every location confined to the
+    model's folder first): opened from its path, ONNX Runtime's shape inference would not see the
+    values of small external tensors such as a ``Reshape`` shape or ``Unsqueeze`` axes, and fail.
+    Only a model too large for one protobuf (2 GiB) comes back as ``path``, for the runtime to read
+    its external data itself.
+
+    Raises ``ModelError`` for a file that is not an ONNX model or whose external data is refused.
+    """
+    path = Path(path)
+    limits = limits or ModelLimits()
+    model, data = _read_onnx(path, limits)
+    plan = plan_external_data(model, path.parent)
+    if plan.problems:
+        raise ModelError(list(plan.problems), path=str(path))
+    if not plan.reads:
+        return data
+    if len(data) + plan.size_bytes > limits.max_file_bytes:
+        raise _refuse(
+            path,
+            f"is {len(data) + plan.size_bytes} bytes with its external data, over the limit of "
+            f"{limits.max_file_bytes}",
+            "shrink the model or raise ModelLimits.max_file_bytes",
+        )
+    if len(data) + sum(read.num_bytes for read in plan.reads) > onnx.checker.MAXIMUM_PROTOBUF:
+        return path
+    problems = load_external_data(plan)
+    if problems:
+        raise ModelError(problems, path=str(path))
+    return bytes(model.SerializeToString())
 
 
 def _refuse(path: Path, what: str, fix: str) -> ModelError:

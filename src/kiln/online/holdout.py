@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiln.feedback import StoredEvent
+from kiln.model.load import runtime_input
 from kiln.train.gate import input_dtype, score_session
 from kiln.types import Array
 
@@ -53,7 +54,9 @@ class HoldoutScorer:
             return cached[1]
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
-        session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        data = runtime_input(model_file)
+        source = data if isinstance(data, bytes) else str(data)
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self._sessions[model_file] = (stamp, session)
         return session
 

@@ -16,18 +16,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from kiln.cache.pipeline import check_profiles
 from kiln.compile.registry import create_backend
 from kiln.errors import ConfigError, describe
-from kiln.model.external import plan_external_data
 from kiln.model.load import load_model
 from kiln.model.source import ModelSource
 from kiln.repository.config import ModelRepoConfig, parse_model_config
 from kiln.repository.convert import build_spec
-from kiln.repository.layout import CONFIG_FILE, MODEL_FILE, classify, is_model_name
-from kiln.repository.publish import PublishedVersion, publish_version
+from kiln.repository.layout import CONFIG_FILE, classify, is_model_name
+from kiln.repository.publish import PublishedVersion, model_files, publish_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +62,7 @@ def add_version(
     config = parse_model_config(text, where=where)
     source, ops_checked = _load_checked(onnx_path, config)
     check_profiles(build_spec(config), source.inputs)
-    files = {MODEL_FILE: onnx_path, **_external_files(onnx_path)}
+    files: dict[str, Path | bytes] = {**model_files(onnx_path)}
     write_config = new_text is not None and existing is None
     if write_config:
         _write_atomically(model_dir / CONFIG_FILE, new_text or "")
@@ -125,14 +122,6 @@ def _load_checked(onnx_path: Path, config: ModelRepoConfig) -> tuple[ModelSource
     if not usable:
         return load_model(onnx_path), False
     return load_model(onnx_path, op_support=backend.op_support()), True
-
-
-def _external_files(onnx_path: Path) -> dict[str, Path]:
-    """The external data files of ``onnx_path`` by their path relative to its folder."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    plan = plan_external_data(model, onnx_path.parent)
-    root = onnx_path.parent.resolve()
-    return {file.resolve().relative_to(root).as_posix(): file for file in plan.files}
 
 
 def _write_atomically(path: Path, text: str) -> None:

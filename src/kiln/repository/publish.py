@@ -55,6 +55,28 @@ def next_version(model_dir: Path) -> str:
     return str(version_order(versions[-1]) + 1) if versions else "1"
 
 
+def model_files(onnx_path: Path) -> dict[str, Path]:
+    """The files of the model at ``onnx_path`` by their name in a version folder, for
+    :func:`publish_version`: the model as ``model.onnx`` and every external data file it names by
+    its path relative to the model's folder (the locations stay valid after the copy).
+
+    Check the model first (``kiln.model.load.load_model``); this raises ``ModelError`` only for
+    external data kiln refuses (outside the model's folder, missing; see ``kiln.model.external``).
+    """
+    import onnx  # noqa: PLC0415 (onnx loads only when a model file is published)
+
+    from kiln.errors import ModelError  # noqa: PLC0415
+    from kiln.model.external import plan_external_data  # noqa: PLC0415
+
+    onnx_path = Path(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    plan = plan_external_data(model, onnx_path.parent)
+    if plan.problems:
+        raise ModelError(list(plan.problems), path=str(onnx_path))
+    root = onnx_path.parent.resolve()
+    return {MODEL_FILE: onnx_path, **{f.relative_to(root).as_posix(): f for f in plan.files}}
+
+
 def publish_version(
     repo: Path,
     model: str,

@@ -12,6 +12,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ from kiln.bench.peers import PeerProcess, PeerSpec, free_port
 from kiln.cli.demo import prepare_example
 from kiln.cli.main import app
 from kiln.examples import build_model
+from kiln.model.load import load_model
 from kiln.repository.publish import publish_version
 
 SHORT = ["--duration-s", "0.4", "--warmup-s", "0.1", "--concurrency", "1,4", "--load-rate", "50"]
@@ -139,3 +141,23 @@ def test_a_candidate_with_another_signature_fails_naming_the_difference(
     )
     assert check["status"] == "fail"
     assert "input 'dense' is new (not in the served model)" in check["detail"]
+
+
+def test_a_candidate_saved_with_every_tensor_external_is_gated_and_published_with_its_data(
+    example: Path, cache: Path, tmp_path: Path
+) -> None:
+    candidate = tmp_path / "export" / "ctr.onnx"
+    candidate.parent.mkdir()
+    onnx.save_model(onnx.load(str(example / "ctr.onnx")), str(candidate), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ctr.onnx.data", size_threshold=0)  # fmt: skip
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    samples = str(example / "validation")
+    code, output = gate(str(candidate), "--cache-dir", str(cache), "--validation", samples,
+                        "--publish", str(repo), *SHORT)  # fmt: skip
+
+    assert code == 0, output
+    version = repo / "ctr" / "1"
+    assert (version / "ctr.onnx.data").read_bytes() == (candidate.parent / "ctr.onnx.data").read_bytes()
+    assert load_model(version / "model.onnx").fingerprint == load_model(example / "ctr.onnx").fingerprint

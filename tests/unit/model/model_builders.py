@@ -86,3 +86,55 @@ class FakeOpSupport:
         if op_type in self.refused:
             return f"the fake backend has no {op_type}; replace it or choose another backend"
         return None
+
+
+def shape_inputs_model(*, out_width: int = 6) -> onnx.ModelProto:
+    """Opset 18, every operator whose shape inference reads an initializer's values: ``Reshape``
+    (shape), ``Slice`` (starts/ends/axes), ``Unsqueeze`` and ``ReduceSum`` (axes), ``ConstantOfShape``
+    (its shape). ``w`` (80 KiB) is larger than what the loader reads before validating.
+    ``out_width`` is the output's declared last dim (6 is right)."""
+    ints = {
+        "shape": [-1, 10, 16],
+        "starts": [2],
+        "ends": [8],
+        "slice_axes": [1],
+        "unsqueeze_axes": [1],
+        "sum_axes": [3],
+        "ones_shape": [1, 6],
+    }
+    initializers = [numpy_helper.from_array(np.array(v, np.int64), name) for name, v in ints.items()]
+    weight = np.random.default_rng(0).standard_normal((128, 160)).astype(np.float32)
+    initializers.append(numpy_helper.from_array(weight, "w"))
+    one = numpy_helper.from_array(np.array([1.0], np.float32), "one")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="matmul"),
+        helper.make_node("Reshape", ["h", "shape"], ["r"], name="reshape"),
+        helper.make_node("Slice", ["r", "starts", "ends", "slice_axes"], ["s"], name="slice"),
+        helper.make_node("Unsqueeze", ["s", "unsqueeze_axes"], ["u"], name="unsqueeze"),
+        helper.make_node("ReduceSum", ["u", "sum_axes"], ["t"], name="reduce_sum", keepdims=0),
+        helper.make_node("ConstantOfShape", ["ones_shape"], ["ones"], name="ones", value=one),
+        helper.make_node("Add", ["t", "ones"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "shape_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 128])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, out_width])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def save_all_external(model: onnx.ModelProto, path: Path, location: str = "model.onnx.data") -> Path:
+    """Save ``model`` with every tensor in one external data file, as
+    ``onnx.save_model(..., save_as_external_data=True, size_threshold=0)`` does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=0,
+    )
+    return path

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from kiln.examples import make_model
 from kiln.feedback import FeedbackEvent, FeedbackStore
+from kiln.online.holdout import HoldoutScorer
 from kiln.online.journal import journal_path, read_journal
 from kiln.online.loop import OnlineGateConfig, OnlineHooks
 from kiln.online.metrics import ServingLoopMetrics
@@ -168,4 +169,26 @@ def test_a_version_built_while_a_newer_one_came_to_serve_is_journaled_as_superse
     assert lines[1]["gate"]["accept"] is True
     outcome = {"model": "ctr", "outcome": "superseded"}
     assert registry.get_sample_value("kiln_online_versions_total", outcome) == 1
+    store.close()
+
+
+def test_a_version_saved_with_every_tensor_external_is_scored_like_the_inline_one(tmp_path: Path) -> None:
+    store = _store(tmp_path / "fb.db", 1000)
+    events = store.read_holdout("ctr", every=10, limit=1000)
+    inline = tmp_path / "inline" / MODEL_FILE
+    external = tmp_path / "external" / MODEL_FILE
+    for path in (inline, external):
+        path.parent.mkdir()
+    onnx.save_model(make_model("ctr", size="tiny"), str(inline))
+    onnx.save_model(
+        make_model("ctr", size="tiny"), str(external), save_as_external_data=True,
+        all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0,
+    )  # fmt: skip
+    scorer = HoldoutScorer()
+
+    got, want = scorer.score(external, events), scorer.score(inline, events)
+
+    assert want.num_rows > 0
+    assert want.finite
+    assert (got.auc, got.finite, got.num_rows) == (want.auc, want.finite, want.num_rows)
     store.close()

@@ -3,10 +3,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnx
 import pytest
 
-from kiln.errors import ConfigError
-from kiln.repository.publish import METADATA_FILE, next_version, publish_version
+from kiln.errors import ConfigError, ModelError
+from kiln.examples import make_model
+from kiln.model.load import load_model
+from kiln.repository.publish import METADATA_FILE, model_files, next_version, publish_version
 
 
 def _leftovers(model_dir: Path) -> list[str]:
@@ -68,3 +71,52 @@ def test_failed_copy_leaves_no_temporary_folder(tmp_path: Path) -> None:
         publish_version(tmp_path, "ctr", {"model.onnx": tmp_path / "missing.onnx"})
     assert _leftovers(tmp_path / "ctr") == []
     assert os.listdir(tmp_path / "ctr") == []
+
+
+def _save_with_data(folder: Path, location: str) -> Path:
+    """The tiny ranker with every tensor in ``location`` (relative to ``folder``)."""
+    folder.mkdir(parents=True)
+    (folder / location).parent.mkdir(parents=True, exist_ok=True)
+    model = make_model("ranker", size="tiny")
+    path = folder / "ranker.onnx"
+    onnx.save_model(
+        model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+        size_threshold=0,
+    )  # fmt: skip
+    return path
+
+
+def test_model_files_carry_the_external_data_into_the_version(tmp_path: Path) -> None:
+    path = _save_with_data(tmp_path / "export", "weights/ranker.data")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    files = model_files(path)
+    published = publish_version(repo, "ranker", dict(files))
+
+    assert set(files) == {"model.onnx", "weights/ranker.data"}
+    assert (published.path / "weights" / "ranker.data").read_bytes() == (
+        path.parent / "weights" / "ranker.data"
+    ).read_bytes()
+    inline = load_model(save_inline(make_model("ranker", size="tiny"), tmp_path / "inline.onnx"))
+    assert load_model(published.path / "model.onnx").fingerprint == inline.fingerprint
+
+
+def test_model_files_refuse_external_data_outside_the_model_folder(tmp_path: Path) -> None:
+    path = _save_with_data(tmp_path / "export", "ranker.data")
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../ranker.data"
+    onnx.save_model(model, str(path))
+
+    with pytest.raises(ModelError) as caught:
+        model_files(path)
+
+    assert "'..'" in caught.value.problems[0].what
+
+
+def save_inline(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save_model(model, str(path))
+    return path

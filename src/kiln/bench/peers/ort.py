@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.bench.results import Reply, ServerCounters
-from kiln.model.load import load_model
+from kiln.model.load import load_model, runtime_input
 from kiln.types import Array, Tensors, TensorSpec
 
 UNOPTIMIZED_THREADS = 2
@@ -24,7 +24,11 @@ UNOPTIMIZED_THREADS = 2
 
 
 def create_session(model: Path, *, optimized: bool, intra_op_threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of ``model``; ``intra_op_threads`` 0 = ONNX Runtime's choice."""
+    """An ONNX Runtime CPU session of ``model``; ``intra_op_threads`` 0 = ONNX Runtime's choice.
+
+    External data is read under kiln's rules (``kiln.model.load.runtime_input``), so a model saved
+    with every tensor external opens too; ``ModelError`` when its external data is refused.
+    """
     import onnxruntime as ort  # noqa: PLC0415
 
     options = ort.SessionOptions()
@@ -32,7 +36,9 @@ def create_session(model: Path, *, optimized: bool, intra_op_threads: int = 0) -
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_DISABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    data = runtime_input(model)
+    source = data if isinstance(data, bytes) else str(data)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def signature(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
