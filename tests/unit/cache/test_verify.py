@@ -295,9 +295,10 @@ def test_the_rest_of_the_samples_is_referenced_beside_the_engine_too(
     parts_started: list[int] = []  # per engine batch: how many reference parts had started
 
     def reference(model: object, samples: SampleSet, **kwargs: object) -> dict[str, Array]:
-        end = sum(covered) + len(samples)
-        covered.append(len(samples))
         with ran:
+            end = sum(covered) + len(samples)
+            covered.append(len(samples))
+            ran.notify_all()
             finished_after_engine.append(
                 ran.wait_for(lambda: sum(backend.batches) >= end, timeout=REFERENCE_PATIENCE_S)
             )
@@ -306,6 +307,10 @@ def test_the_rest_of_the_samples_is_referenced_beside_the_engine_too(
     class Notifying(FakeEngine):
         def run(self, inputs: Tensors) -> dict[str, Array]:
             with ran:
+                # The reference part of these rows runs in a thread of its own: wait (bounded) for
+                # it to start; a verifier that started it only after the engine would time out here.
+                needed = 1 if sum(backend.batches) < 32 else 2
+                ran.wait_for(lambda: len(covered) >= needed, timeout=REFERENCE_PATIENCE_S)
                 parts_started.append(len(covered))
                 values = super().run(inputs)
                 ran.notify_all()
