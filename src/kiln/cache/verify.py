@@ -47,11 +47,11 @@ SamplesFrom: TypeAlias = Literal["validation", "calibration"]
 
 MAX_CHECK_BATCH = 32
 MIN_UPDATE_CHECK_SAMPLES = 32
+"""The fewest check samples a weight-only update is screened on (see :func:`screen_count`)."""
 BESIDE_REFERENCE = LoadOptions(num_instances=2)
 """How an engine is loaded for its check while the fp32 reference runs beside it: as one of two
 instances sharing the CPUs, so that the pair does not oversubscribe them (the reference keeps
 every CPU: it is the larger part and runs on alone once the engine is done)."""
-"""The fewest check samples a weight-only update is screened on (see :func:`screen_count`)."""
 
 
 @dataclass(frozen=True)

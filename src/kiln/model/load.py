@@ -92,7 +92,7 @@ def load_model(
     )
 
 
-def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | Path:
+def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | str:
     """What to hand a runtime that opens an ONNX model from a file or from bytes (ONNX Runtime's
     ``InferenceSession``) for the model at ``path``, read under ``load_model``'s file and
     external-data rules but not validated.
@@ -101,8 +101,8 @@ def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | P
     as one self-contained protobuf, its external data read in (every location confined to the
     model's folder first): opened from its path, ONNX Runtime's shape inference would not see the
     values of small external tensors such as a ``Reshape`` shape or ``Unsqueeze`` axes, and fail.
-    Only a model too large for one protobuf (2 GiB) comes back as ``path``, for the runtime to read
-    its external data itself.
+    Only a model too large for one protobuf (2 GiB) comes back as ``path`` (a string, as
+    ``InferenceSession`` takes it), for the runtime to read its external data itself.
 
     Raises ``ModelError`` for a file that is not an ONNX model or whose external data is refused.
     """
@@ -122,7 +122,7 @@ def runtime_input(path: Path, *, limits: ModelLimits | None = None) -> bytes | P
             "shrink the model or raise ModelLimits.max_file_bytes",
         )
     if len(data) + sum(read.num_bytes for read in plan.reads) > onnx.checker.MAXIMUM_PROTOBUF:
-        return path
+        return str(path)
     problems = load_external_data(plan)
     if problems:
         raise ModelError(problems, path=str(path))

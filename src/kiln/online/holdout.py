@@ -54,9 +54,7 @@ class HoldoutScorer:
             return cached[1]
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
-        data = runtime_input(model_file)
-        source = data if isinstance(data, bytes) else str(data)
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(runtime_input(model_file), options, providers=["CPUExecutionProvider"])
         self._sessions[model_file] = (stamp, session)
         return session
 

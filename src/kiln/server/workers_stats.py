@@ -19,8 +19,8 @@ from kiln.server.admin_calls import PeerReply
 from kiln.server.model_info import JSON
 
 STATS_TIMEOUT_S = 2.0
-"""How long the answering worker waits for each other worker's statistics (to connect, then to
-get the reply) before leaving it out."""
+"""How long the answering worker waits for each other worker's statistics (connecting and the
+reply together) before leaving it out."""
 
 WORKER_HEADER = "kiln-worker"
 """Which worker answered (its index)."""

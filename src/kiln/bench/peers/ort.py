@@ -36,9 +36,7 @@ def create_session(model: Path, *, optimized: bool, intra_op_threads: int = 0) -
     options.graph_optimization_level = level.ORT_ENABLE_ALL if optimized else level.ORT_DISABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    data = runtime_input(model)
-    source = data if isinstance(data, bytes) else str(data)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(runtime_input(model), options, providers=["CPUExecutionProvider"])
 
 
 def signature(model: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
